@@ -1,0 +1,433 @@
+"""The ledger: a SQLite database that knows where every message is.
+
+Each message of each source (an ISP mailbox, or an ATRN session) has one row,
+keyed by ``(source, uid)`` where ``uid`` is the server's UIDL (or a content
+hash where the server has none). Its ``state`` moves
+
+    listed -> spooled -> delivered
+                     \\-> quarantined
+
+and, separately, ``server`` records what is known of the ISP copy:
+``present`` -> ``deleting`` (DELE sent) -> ``removed`` (QUIT confirmed it, or
+the message is no longer listed). A message is deleted at the ISP only once
+its row says ``delivered`` or ``quarantined`` (the spool keeps quarantined
+mail), which is what makes a crash at any moment lose nothing: the next cycle
+reads the ledger and carries on from the last committed state.
+
+Per-recipient outcomes live in ``recipients``, so a message accepted for
+alice but deferred for bob is later delivered to bob only.
+
+Schema changes are forward migrations counted in ``PRAGMA user_version``.
+The database runs in WAL mode with ``synchronous=FULL``: a committed state
+survives a power cut, which matters because the next step may be a DELE.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postbridge.engine.errors import StorageError
+
+LISTED = "listed"
+SPOOLED = "spooled"
+DELIVERED = "delivered"
+QUARANTINED = "quarantined"
+
+PRESENT = "present"
+DELETING = "deleting"
+REMOVED = "removed"
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: messages, per-recipient outcomes, mailbox status
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        server TEXT NOT NULL DEFAULT 'present',
+        key TEXT,
+        sha256 TEXT,
+        message_id TEXT,
+        sender TEXT,
+        subject TEXT,
+        envelope_from TEXT,
+        recipients TEXT,
+        route TEXT,
+        listed_at REAL NOT NULL,
+        spooled_at REAL,
+        delivered_at REAL,
+        removed_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (source, uid)
+    );
+    CREATE INDEX messages_state ON messages (state);
+    CREATE INDEX messages_time ON messages (listed_at);
+    CREATE TABLE recipients (
+        message INTEGER NOT NULL REFERENCES messages (id),
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (message, address)
+    );
+    CREATE TABLE mailbox_status (
+        mailbox TEXT PRIMARY KEY,
+        last_success REAL,
+        last_error TEXT,
+        last_error_at REAL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    source: str
+    uid: str
+    size: int
+    state: str
+    server: str
+    key: str | None
+    sha256: str | None
+    message_id: str | None
+    sender: str | None
+    subject: str | None
+    envelope_from: str | None
+    recipients: tuple[str, ...]
+    route: str | None
+    listed_at: float
+    spooled_at: float | None
+    delivered_at: float | None
+    removed_at: float | None
+    attempts: int
+    last_error: str | None
+
+    @classmethod
+    def from_sql(cls, r: sqlite3.Row) -> Row:
+        recipients = tuple(json.loads(r["recipients"])) if r["recipients"] else ()
+        return cls(
+            id=r["id"],
+            source=r["source"],
+            uid=r["uid"],
+            size=r["size"],
+            state=r["state"],
+            server=r["server"],
+            key=r["key"],
+            sha256=r["sha256"],
+            message_id=r["message_id"],
+            sender=r["sender"],
+            subject=r["subject"],
+            envelope_from=r["envelope_from"],
+            recipients=recipients,
+            route=r["route"],
+            listed_at=r["listed_at"],
+            spooled_at=r["spooled_at"],
+            delivered_at=r["delivered_at"],
+            removed_at=r["removed_at"],
+            attempts=r["attempts"],
+            last_error=r["last_error"],
+        )
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    address: str
+    state: str  # pending | accepted | temporary | permanent
+    reason: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    mailbox: str
+    last_success: float | None
+    last_error: str | None
+    last_error_at: float | None
+
+
+class Ledger:
+    """One SQLite connection; use from one thread (the engine's event loop thread)."""
+
+    def __init__(self, path: Path, *, clock: Any = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"Postbridge could not open its message ledger {path}.", detail=str(exc)
+            ) from exc
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"The ledger {self.path} was written by a newer Postbridge "
+                f"(schema {version}, this version knows {SCHEMA_VERSION}). Update Postbridge."
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError("The message ledger is busy or damaged.", detail=str(exc)) from exc
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(
+                    "Postbridge could not save its message ledger (is the disk full?).",
+                    detail=str(exc),
+                ) from exc
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, message_id: int) -> Row | None:
+        r = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return Row.from_sql(r) if r else None
+
+    def by_uid(self, source: str) -> dict[str, Row]:
+        rows = self._db.execute("SELECT * FROM messages WHERE source = ?", (source,))
+        return {r["uid"]: Row.from_sql(r) for r in rows}
+
+    def in_state(self, state: str, *, source: str | None = None) -> list[Row]:
+        if source is None:
+            rows = self._db.execute("SELECT * FROM messages WHERE state = ? ORDER BY id", (state,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM messages WHERE state = ? AND source = ? ORDER BY id", (state, source)
+            )
+        return [Row.from_sql(r) for r in rows]
+
+    def recent(self, *, limit: int = 500) -> list[Row]:
+        rows = self._db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (limit,))
+        return [Row.from_sql(r) for r in rows]
+
+    def recipient_states(self, message_id: int) -> dict[str, RecipientState]:
+        rows = self._db.execute(
+            "SELECT address, state, reason, at FROM recipients WHERE message = ?", (message_id,)
+        )
+        return {
+            r["address"]: RecipientState(r["address"], r["state"], r["reason"], r["at"])
+            for r in rows
+        }
+
+    def status(self) -> list[MailboxStatus]:
+        rows = self._db.execute("SELECT * FROM mailbox_status ORDER BY mailbox")
+        return [
+            MailboxStatus(r["mailbox"], r["last_success"], r["last_error"], r["last_error_at"])
+            for r in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    # -- writing -----------------------------------------------------------
+
+    def add_listed(self, source: str, items: Sequence[tuple[str, int]]) -> dict[str, int]:
+        """Record messages seen on the server (idempotent); returns uid -> row id."""
+        now = self._clock()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO messages (source, uid, size, state, listed_at) "
+                "VALUES (?, ?, ?, 'listed', ?)",
+                [(source, uid, size, now) for uid, size in items],
+            )
+        ids: dict[str, int] = {}
+        uids = [uid for uid, _ in items]
+        for chunk_start in range(0, len(uids), 500):
+            chunk = uids[chunk_start : chunk_start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(
+                f"SELECT id, uid FROM messages WHERE source = ? AND uid IN ({marks})",
+                (source, *chunk),
+            ):
+                ids[r["uid"]] = r["id"]
+        return ids
+
+    def mark_spooled(
+        self,
+        message_id: int,
+        *,
+        key: str,
+        size: int,
+        sha256: str,
+        meta: dict[str, str | None],
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = 'spooled', key = ?, size = ?, sha256 = ?, "
+                "message_id = ?, sender = ?, subject = ?, envelope_from = ?, spooled_at = ? "
+                "WHERE id = ?",
+                (
+                    key,
+                    size,
+                    sha256,
+                    meta.get("message_id"),
+                    meta.get("sender"),
+                    meta.get("subject"),
+                    meta.get("envelope_from"),
+                    self._clock(),
+                    message_id,
+                ),
+            )
+
+    def set_route(self, message_id: int, *, recipients: Sequence[str], route: str) -> None:
+        now = self._clock()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET recipients = ?, route = ? WHERE id = ?",
+                (json.dumps(list(recipients)), route, message_id),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO recipients (message, address, state, at) "
+                "VALUES (?, ?, 'pending', ?)",
+                [(message_id, address, now) for address in recipients],
+            )
+
+    def record_delivery(
+        self,
+        message_id: int,
+        *,
+        outcomes: Iterable[tuple[str, str, str]],
+        final_state: str | None,
+        error: str | None = None,
+    ) -> None:
+        """Store per-recipient outcomes ``(address, state, reason)`` and maybe the final state.
+
+        ``final_state`` is DELIVERED, QUARANTINED, or None (still spooled: retry later).
+        """
+        now = self._clock()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO recipients (message, address, state, reason, at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (message, address) DO UPDATE SET state = excluded.state, "
+                "reason = excluded.reason, at = excluded.at",
+                [(message_id, a, s, r, now) for a, s, r in outcomes],
+            )
+            if final_state == DELIVERED:
+                db.execute(
+                    "UPDATE messages SET state = 'delivered', delivered_at = ?, "
+                    "attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    (now, error, message_id),
+                )
+            elif final_state == QUARANTINED:
+                db.execute(
+                    "UPDATE messages SET state = 'quarantined', attempts = attempts + 1, "
+                    "last_error = ? WHERE id = ?",
+                    (error, message_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE messages SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    (error, message_id),
+                )
+
+    def requeue(self, message_id: int, *, recipients: Sequence[str] | None = None) -> None:
+        """Put a quarantined message back to ``spooled`` (``quarantine retry``)."""
+        now = self._clock()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = 'spooled', last_error = NULL WHERE id = ?",
+                (message_id,),
+            )
+            if recipients is not None:
+                db.execute("DELETE FROM recipients WHERE message = ?", (message_id,))
+                db.execute(
+                    "UPDATE messages SET recipients = ? WHERE id = ?",
+                    (json.dumps(list(recipients)), message_id),
+                )
+                db.executemany(
+                    "INSERT INTO recipients (message, address, state, at) "
+                    "VALUES (?, ?, 'pending', ?)",
+                    [(message_id, a, now) for a in recipients],
+                )
+            else:
+                db.execute(
+                    "UPDATE recipients SET state = 'pending', at = ? "
+                    "WHERE message = ? AND state != 'accepted'",
+                    (now, message_id),
+                )
+
+    def mark_server(self, ids: Iterable[int], server: str) -> None:
+        now = self._clock() if server == REMOVED else None
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE messages SET server = ?, removed_at = COALESCE(?, removed_at) WHERE id = ?",
+                [(server, now, i) for i in ids],
+            )
+
+    def mark_gone(self, source: str, present_uids: set[str]) -> int:
+        """Rows whose message is no longer on the server are ``removed`` there."""
+        stale = [
+            r["id"]
+            for r in self._db.execute(
+                "SELECT id, uid FROM messages WHERE source = ? AND server != 'removed'", (source,)
+            )
+            if r["uid"] not in present_uids
+        ]
+        if stale:
+            self.mark_server(stale, REMOVED)
+        return len(stale)
+
+    def forget_listed(self, source: str, uids: Iterable[str]) -> None:
+        """Drop ``listed`` rows that were never spooled (their message vanished)."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM messages WHERE source = ? AND uid = ? AND state = 'listed'",
+                [(source, u) for u in uids],
+            )
+
+    def set_status(self, mailbox: str, *, error: str | None) -> None:
+        now = self._clock()
+        with self.transaction() as db:
+            if error is None:
+                db.execute(
+                    "INSERT INTO mailbox_status (mailbox, last_success) VALUES (?, ?) "
+                    "ON CONFLICT (mailbox) DO UPDATE SET last_success = excluded.last_success",
+                    (mailbox, now),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO mailbox_status (mailbox, last_error, last_error_at) "
+                    "VALUES (?, ?, ?) "
+                    "ON CONFLICT (mailbox) DO UPDATE SET last_error = excluded.last_error, "
+                    "last_error_at = excluded.last_error_at",
+                    (mailbox, error, now),
+                )

@@ -1,0 +1,118 @@
+"""Passwords, kept in the OS keyring and nowhere else.
+
+Every password lives in the keyring under the service ``postbridge``, one
+entry per mailbox (its ``name``), per delivery login (``delivery``) and for
+the online signal (``signal``). The config file never holds one.
+
+``keyring`` picks a backend by itself. Two of its choices must not pass
+unnoticed: the ``fail`` backend (no Secret Service on a Linux desktop), which
+makes every lookup raise, and ``keyrings.alt``'s file backends, which become
+the default merely by being installed and store passwords base64-encoded in a
+plain file. :func:`backend_info` says which backend is in use and whether it
+is a real OS keyring, so ``postbridge check`` and the app can warn. There is
+no silent fallback to plaintext anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keyring
+import keyring.errors
+
+from postbridge.engine.errors import SecretError
+
+SERVICE = "postbridge"
+
+# Backends that keep passwords in the operating system's own protected store.
+_OS_KEYRING_MODULES = (
+    "keyring.backends.Windows",
+    "keyring.backends.macOS",
+    "keyring.backends.SecretService",
+    "keyring.backends.kwallet",
+    "keyring.backends.libsecret",
+)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    is_os_keyring: bool
+    usable: bool
+
+    def describe(self) -> str:
+        if not self.usable:
+            return (
+                f"No usable keyring ({self.name}). Postbridge cannot store passwords: "
+                "install or unlock your desktop's keyring (Secret Service, KWallet)."
+            )
+        if self.is_os_keyring:
+            return f"Passwords are kept in the system keyring ({self.name})."
+        return (
+            f"Warning: passwords are kept by {self.name}, which is not the system keyring; "
+            "they may be stored in a file that other programs can read."
+        )
+
+
+def _backend_name(backend: object) -> str:
+    cls = type(backend)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def backend_info() -> BackendInfo:
+    backend = keyring.get_keyring()
+    name = _backend_name(backend)
+    inner = [backend]
+    # A ChainerBackend wraps the real ones; judge by what it chains.
+    chained = getattr(backend, "backends", None)
+    if chained:
+        inner = list(chained)
+    names = [_backend_name(b) for b in inner]
+    is_os = any(n.startswith(_OS_KEYRING_MODULES) for n in names)
+    usable = not name.startswith("keyring.backends.fail") and bool(inner)
+    return BackendInfo(name=name, is_os_keyring=is_os, usable=usable)
+
+
+class SecretStore:
+    """A small interface over keyring; tests may pass another service name."""
+
+    def __init__(self, service: str = SERVICE) -> None:
+        self.service = service
+
+    def get(self, account: str) -> str | None:
+        try:
+            return keyring.get_password(self.service, account)
+        except keyring.errors.KeyringError as exc:
+            raise SecretError(
+                f"Postbridge could not read the password for “{account}” from the keyring.",
+                detail=str(exc),
+            ) from exc
+
+    def require(self, account: str) -> str:
+        password = self.get(account)
+        if password is None:
+            raise SecretError(
+                f"No password is stored for “{account}”. "
+                f"Set it with: postbridge secret set {account}"
+            )
+        return password
+
+    def set(self, account: str, password: str) -> None:
+        try:
+            keyring.set_password(self.service, account, password)
+        except keyring.errors.KeyringError as exc:
+            raise SecretError(
+                f"Postbridge could not store the password for “{account}” in the keyring.",
+                detail=str(exc),
+            ) from exc
+
+    def delete(self, account: str) -> bool:
+        try:
+            keyring.delete_password(self.service, account)
+        except keyring.errors.PasswordDeleteError:
+            return False
+        except keyring.errors.KeyringError as exc:
+            raise SecretError(
+                f"Postbridge could not remove the password for “{account}”.", detail=str(exc)
+            ) from exc
+        return True

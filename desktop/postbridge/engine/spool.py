@@ -1,0 +1,150 @@
+"""The on-disk spool: every message is durable here before anything else happens.
+
+A message is streamed into ``<spool>/tmp/<id>.part``, flushed, fsynced and
+renamed to ``<spool>/<id>.eml`` (and the directory fsynced where the OS
+allows). Only after that rename does the ledger say ``spooled``, and only
+after delivery does the ISP copy get deleted. A crash leaves at worst a
+``.part`` file, which the next cycle removes and downloads again.
+
+The writer keeps the first bytes of the message (the header block, up to
+:data:`HEAD_LIMIT`) so routing and the Activity window never re-read the file,
+and computes the SHA-256 on the way through; the message itself is never
+held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from postbridge.engine.errors import StorageError
+
+HEAD_LIMIT = 256 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX); a no-op where directories can't be opened."""
+    if sys.platform == "win32":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    return StorageError(
+        f"Postbridge could not {action} in its data folder {path.parent} "
+        "(is the disk full or the folder read-only?). The message stays at the ISP.",
+        detail=f"{type(exc).__name__}: {exc}",
+    )
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    path: Path
+    size: int
+    sha256: str
+    head: bytes
+
+
+class SpoolWriter:
+    """A write-only file for one message; ``commit()`` makes it durable."""
+
+    def __init__(self, final: Path, temp: Path) -> None:
+        self.final = final
+        self.temp = temp
+        self._hash = hashlib.sha256()
+        self._head = bytearray()
+        self.size = 0
+        self._closed = False
+        try:
+            self._fh = open(temp, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            raise _storage_error("create a file", temp, exc) from exc
+
+    def write(self, data: bytes) -> int:
+        if len(self._head) < HEAD_LIMIT:
+            self._head += data[: HEAD_LIMIT - len(self._head)]
+        self._hash.update(data)
+        self.size += len(data)
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("write a message", self.temp, exc) from exc
+
+    @property
+    def head(self) -> bytes:
+        return bytes(self._head)
+
+    def commit(self) -> SpooledFile:
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._closed = True
+            os.replace(self.temp, self.final)
+            fsync_dir(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("save a message", self.final, exc) from exc
+        return SpooledFile(self.final, self.size, self._hash.hexdigest(), bytes(self._head))
+
+    def abort(self) -> None:
+        if not self._closed:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._closed = True
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+class Spool:
+    """The spool directory of one data dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error("create the spool folder", root / "x", exc) from exc
+
+    def path_for(self, ledger_id: int) -> Path:
+        return self.root / f"{ledger_id}.eml"
+
+    def writer(self, ledger_id: int) -> SpoolWriter:
+        return SpoolWriter(self.path_for(ledger_id), self.tmp / f"{ledger_id}.{os.getpid()}.part")
+
+    def exists(self, ledger_id: int) -> bool:
+        return self.path_for(ledger_id).exists()
+
+    def read_head(self, ledger_id: int, limit: int = HEAD_LIMIT) -> bytes:
+        with open(self.path_for(ledger_id), "rb") as fh:
+            return fh.read(limit)
+
+    def remove(self, ledger_id: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(ledger_id).unlink()
+
+    def clean_partial(self) -> int:
+        """Remove ``.part`` files left by a crash; their messages are still at the ISP."""
+        removed = 0
+        for part in self.tmp.glob("*.part"):
+            with contextlib.suppress(OSError):
+                part.unlink()
+                removed += 1
+        return removed
+
+    def ids(self) -> set[int]:
+        found: set[int] = set()
+        for entry in self.root.glob("*.eml"):
+            with contextlib.suppress(ValueError):
+                found.add(int(entry.stem))
+        return found
