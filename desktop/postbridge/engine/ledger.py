@@ -224,6 +224,12 @@ class Ledger:
         rows = self._db.execute("SELECT * FROM messages WHERE source = ?", (source,))
         return {r["uid"]: Row.from_sql(r) for r in rows}
 
+    def by_single_uid(self, source: str, uid: str) -> Row | None:
+        r = self._db.execute(
+            "SELECT * FROM messages WHERE source = ? AND uid = ?", (source, uid)
+        ).fetchone()
+        return Row.from_sql(r) if r else None
+
     def in_state(self, state: str, *, source: str | None = None) -> list[Row]:
         if source is None:
             rows = self._db.execute("SELECT * FROM messages WHERE state = ? ORDER BY id", (state,))

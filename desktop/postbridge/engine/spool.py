@@ -122,6 +122,27 @@ class Spool:
     def writer(self, ledger_id: int) -> SpoolWriter:
         return SpoolWriter(self.path_for(ledger_id), self.tmp / f"{ledger_id}.{os.getpid()}.part")
 
+    def anonymous_writer(self, name: str) -> SpoolWriter:
+        """A writer for a message whose ledger row does not exist yet (no UIDL)."""
+        return SpoolWriter(
+            self.tmp / f"{name}.{os.getpid()}.eml", self.tmp / f"{name}.{os.getpid()}.part"
+        )
+
+    def adopt(self, path: Path, ledger_id: int) -> Path:
+        """Move a committed anonymous file to its ledger id's place."""
+        final = self.path_for(ledger_id)
+        try:
+            os.replace(path, final)
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise _storage_error("save a message", final, exc) from exc
+        return final
+
+    def clean_anonymous(self) -> None:
+        for leftover in self.tmp.glob("*.eml"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
     def exists(self, ledger_id: int) -> bool:
         return self.path_for(ledger_id).exists()
 
@@ -136,6 +157,7 @@ class Spool:
     def clean_partial(self) -> int:
         """Remove ``.part`` files left by a crash; their messages are still at the ISP."""
         removed = 0
+        self.clean_anonymous()
         for part in self.tmp.glob("*.part"):
             with contextlib.suppress(OSError):
                 part.unlink()
