@@ -1,0 +1,404 @@
+"""The ``postbridge`` command.
+
+``postbridge`` alone shows the status; the subcommands run the engine headless:
+``poll --once`` (one cycle), ``run`` (poll on the configured interval, for a
+server or a service manager), ``check`` (test every connection and login
+without changing anything), ``secret`` (passwords in the keyring),
+``quarantine`` and ``history``. Exit status: 0 success, 1 a mailbox or
+delivery failed, 2 a configuration problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import getpass
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from postbridge import __version__
+from postbridge.engine import config as configmod
+from postbridge.engine import logsetup
+from postbridge.engine.errors import ConfigError, PostbridgeError
+from postbridge.engine.events import (
+    CycleFinished,
+    Event,
+    MailboxSummary,
+    MessageDeferred,
+    MessageQuarantined,
+    Notice,
+)
+from postbridge.engine.ledger import QUARANTINED, Ledger
+from postbridge.engine.paths import DataPaths, default_config_file, default_log_dir
+from postbridge.engine.secrets import SecretStore, backend_info
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postbridge",
+        description="Collect the office's mail from the ISP and deliver it to the office.",
+    )
+    parser.add_argument("--version", action="version", version=f"postbridge {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"configuration file (default: $POSTBRIDGE_CONFIG or {default_config_file()})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    poll = sub.add_parser("poll", help="collect mail now")
+    poll.add_argument("--once", action="store_true", help="run one cycle and exit (the default)")
+    poll.add_argument("--mailbox", action="append", metavar="NAME", help="only this mailbox")
+
+    sub.add_parser("run", help="poll on the configured interval until stopped (headless)")
+    sub.add_parser("check", help="test every connection and login without changing anything")
+
+    secret = sub.add_parser("secret", help="manage passwords in the keyring")
+    secret_sub = secret.add_subparsers(dest="secret_command", metavar="ACTION", required=True)
+    s_set = secret_sub.add_parser("set", help="store a password (reads stdin when not a terminal)")
+    s_set.add_argument("name", help="mailbox name, 'delivery' or 'signal'")
+    s_del = secret_sub.add_parser("delete", help="remove a stored password")
+    s_del.add_argument("name")
+    secret_sub.add_parser("backend", help="say which keyring holds the passwords")
+
+    quarantine = sub.add_parser("quarantine", help="messages that could not be delivered")
+    q_sub = quarantine.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
+    q_sub.add_parser("list", help="list quarantined messages")
+    q_retry = q_sub.add_parser("retry", help="deliver a quarantined message again")
+    q_retry.add_argument("id", type=int)
+    q_retry.add_argument("--to", action="append", metavar="ADDRESS", help="deliver to this address")
+
+    history = sub.add_parser("history", help="recent messages and where they went")
+    history.add_argument("--message", type=int, metavar="ID", help="explain one message")
+    history.add_argument("--limit", type=int, default=30)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> configmod.Config:
+    return configmod.load(args.config)
+
+
+def _print_event(event: Event) -> None:
+    if isinstance(event, Notice):
+        _out(f"[{event.mailbox}] Note: {event.text}")
+    elif isinstance(event, MessageDeferred):
+        _out(f"[{event.mailbox}] message {event.ledger_id} kept for a later try: {event.reason}")
+    elif isinstance(event, MessageQuarantined):
+        _out(f"[{event.mailbox}] message {event.ledger_id} quarantined: {event.reason}")
+
+
+def _summary_line(s: MailboxSummary) -> str:
+    parts = [
+        f"{s.downloaded} downloaded",
+        f"{s.delivered} delivered",
+        f"{s.kept} kept on server",
+        f"{s.removed} removed from server",
+        f"{s.quarantined} quarantined",
+    ]
+    if s.deferred:
+        parts.append(f"{s.deferred} waiting for a retry")
+    line = f"{s.mailbox}: " + ", ".join(parts)
+    if s.error:
+        line += f"\n  ERROR: {s.error}"
+    return line
+
+
+async def _poll(config: configmod.Config, mailboxes: Sequence[str] | None) -> CycleFinished:
+    from postbridge.engine.cycle import Collector
+
+    collector = Collector(config, events=_print_event)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, collector.request_stop)
+    try:
+        return await collector.run_cycle(mailboxes=mailboxes)
+    finally:
+        await collector.aclose()
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if not config.mailboxes:
+        _err(f"No mailboxes are configured in {config.path}; add a [[mailbox]] section.")
+        return EXIT_CONFIG
+    if args.mailbox:
+        for name in args.mailbox:
+            config.mailbox(name)
+    finished = asyncio.run(_poll(config, args.mailbox))
+    for summary in finished.summaries:
+        _out(_summary_line(summary))
+    return EXIT_OK if finished.ok else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    interval = config.schedule.interval_minutes * 60
+
+    async def forever() -> int:
+        from postbridge.engine.cycle import Collector
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        collector = Collector(config, events=_print_event)
+
+        def on_signal() -> None:
+            collector.request_stop()
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            while not stop.is_set():
+                finished = await collector.run_cycle()
+                stamp = _when(dt.datetime.now().timestamp())
+                for summary in finished.summaries:
+                    _out(f"{stamp} {_summary_line(summary)}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+        finally:
+            await collector.aclose()
+        return EXIT_OK
+
+    return asyncio.run(forever())
+
+
+async def _check(config: configmod.Config, secrets: SecretStore) -> bool:
+    from postbridge.engine.cycle import make_ssl_context, make_target
+    from postbridge.engine.pop3.client import Pop3Client
+
+    ok = True
+    for mailbox in config.mailboxes:
+        client = Pop3Client(
+            host=mailbox.host,
+            port=mailbox.port,
+            security=mailbox.security,
+            ssl_context=make_ssl_context(mailbox.ca_file),
+            timeout=min(mailbox.timeout, 30.0),
+            allow_plaintext_login=mailbox.allow_plaintext_login,
+            label=mailbox.name,
+        )
+        try:
+            password = secrets.require(mailbox.secret_account)
+            await client.connect()
+            await client.login(mailbox.username, password, method=mailbox.auth)
+            count, size = await client.stat()
+            caps = client.capabilities
+            if caps.expire == "0" and mailbox.leave_on_server_days > 0:
+                _out(f"  note: {mailbox.host} deletes mail on download (EXPIRE 0)")
+            await client.quit()
+            _out(
+                f"OK    mailbox {mailbox.name}: logged in to {mailbox.host}:{mailbox.port}, "
+                f"{count} messages ({size:,} bytes) waiting"
+            )
+        except PostbridgeError as exc:
+            ok = False
+            _out(f"FAIL  mailbox {mailbox.name}: {exc}")
+            if exc.detail:
+                _out(f"      ({exc.detail})")
+        finally:
+            await client.close()
+    try:
+        target = make_target(config, secrets)
+        try:
+            _out(f"OK    delivery: {await target.check()}")
+        finally:
+            await target.aclose()
+    except PostbridgeError as exc:
+        ok = False
+        _out(f"FAIL  delivery: {exc}")
+    return ok
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    info = backend_info()
+    _out(f"Config: {config.path}")
+    _out(f"Data:   {config.data_dir}")
+    _out(f"Keyring: {info.describe()}")
+    ok = asyncio.run(_check(config, SecretStore()))
+    if not info.usable:
+        ok = False
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    store = SecretStore()
+    info = backend_info()
+    if args.secret_command == "backend":
+        _out(info.describe())
+        return EXIT_OK if info.usable else EXIT_FAILED
+    if args.secret_command == "delete":
+        removed = store.delete(args.name)
+        _out(f"Password for “{args.name}” removed." if removed else "No password was stored.")
+        return EXIT_OK
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.name}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        _err("No password given; nothing stored.")
+        return EXIT_FAILED
+    store.set(args.name, password)
+    _out(f"Password for “{args.name}” stored. {info.describe()}")
+    return EXIT_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if args.quarantine_command == "list":
+        ledger = Ledger(DataPaths(config.data_dir).ledger)
+        try:
+            rows = ledger.in_state(QUARANTINED)
+        finally:
+            ledger.close()
+        if not rows:
+            _out("The quarantine is empty.")
+        for row in rows:
+            _out(
+                f"{row.id:>6}  {_when(row.spooled_at)}  from {row.sender or '?'}  "
+                f"“{row.subject or ''}”  [{row.source}]\n        {row.last_error or ''}"
+            )
+        return EXIT_OK
+
+    async def retry() -> int:
+        from postbridge.engine.cycle import Collector
+
+        collector = Collector(config, events=_print_event)
+        try:
+            summary = await collector.retry_quarantined(args.id, recipients=args.to)
+        finally:
+            await collector.aclose()
+        if summary.delivered:
+            _out(f"Message {args.id} delivered.")
+            return EXIT_OK
+        _out(f"Message {args.id} was not delivered.")
+        return EXIT_FAILED
+
+    return asyncio.run(retry())
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = _load(args)
+    ledger = Ledger(DataPaths(config.data_dir).ledger)
+    try:
+        if args.message is not None:
+            row = ledger.get(args.message)
+            if row is None:
+                _err(f"There is no message {args.message}.")
+                return EXIT_FAILED
+            _out(f"Message {row.id} from mailbox {row.source}")
+            _out(f"  From:    {row.sender or ''}")
+            _out(f"  Subject: {row.subject or ''}")
+            _out(f"  Status:  {row.state} (at the ISP: {row.server})")
+            if row.route:
+                from postbridge.engine.routing.router import RouteDecision
+
+                try:
+                    _out("  Route:   " + RouteDecision.from_json(row.route).explain())
+                except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+                    _out("  Route:   (not readable)")
+            for state in ledger.recipient_states(row.id).values():
+                _out(f"  {state.address}: {state.state} {state.reason or ''}".rstrip())
+            if row.last_error:
+                _out(f"  Last problem: {row.last_error}")
+            return EXIT_OK
+        for row in ledger.recent(limit=args.limit):
+            to = ", ".join(row.recipients) or "-"
+            _out(f"{row.id:>6}  {_when(row.spooled_at or row.listed_at)}  {row.state:<11} {to}")
+            _out(f"        from {row.sender or '?'}  “{row.subject or ''}”")
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    path = args.config or default_config_file()
+    _out(f"Postbridge {__version__}")
+    try:
+        config = configmod.load(path)
+    except ConfigError as exc:
+        _out(str(exc))
+        _out("")
+        parser.print_help()
+        return EXIT_OK
+    _out(f"Config:  {config.path}")
+    _out(f"Data:    {config.data_dir}")
+    _out(f"Deliver: {config.delivery.kind}")
+    paths = DataPaths(config.data_dir)
+    if paths.ledger.exists():
+        ledger = Ledger(paths.ledger)
+        try:
+            counts = ledger.counts()
+            statuses = {s.mailbox: s for s in ledger.status()}
+        finally:
+            ledger.close()
+        _out("Ledger:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    else:
+        statuses = {}
+    for mailbox in config.mailboxes:
+        status = statuses.get(mailbox.name)
+        line = f"  {mailbox.name}: {mailbox.username} at {mailbox.host}"
+        if status:
+            line += f"; last success {_when(status.last_success)}"
+            if status.last_error and (status.last_error_at or 0) > (status.last_success or 0):
+                line += f"; last error: {status.last_error}"
+        _out(line)
+    _out("")
+    parser.print_help()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logsetup.setup(default_log_dir(), verbose=args.verbose)
+    handlers = {
+        "poll": cmd_poll,
+        "run": cmd_run,
+        "check": cmd_check,
+        "secret": cmd_secret,
+        "quarantine": cmd_quarantine,
+        "history": cmd_history,
+    }
+    try:
+        if args.command is None:
+            return cmd_status(args, parser)
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_CONFIG
+    except PostbridgeError as exc:
+        _err(str(exc))
+        if exc.detail and args.verbose:
+            _err(f"({exc.detail})")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("Stopped.")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
