@@ -1,0 +1,93 @@
+"""The one interface every delivery target implements.
+
+The poll cycle hands a target a :class:`DeliveryJob` (a spooled message and its
+envelope) and gets back one :class:`RecipientResult` per recipient. Results are
+per recipient because that is how mail servers answer (SMTP ``RCPT``, LMTP's
+per-recipient replies after ``DATA``, one Maildir folder per user), and because
+the ledger must know exactly who has the message: a recipient that was accepted
+is never delivered to again, one that failed temporarily is retried next cycle,
+one that failed permanently goes to the postmaster/quarantine.
+
+Failures of the connection (server down, line dropped, disk full) are *results*
+("temporary" for every recipient), not exceptions, so the cycle has one path for
+them. Only problems a person must fix before anything can work (an untrusted
+certificate, a wrong password, a refused plaintext login) are raised, as the
+matching :class:`~postbridge.engine.errors.PostbridgeError`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["accepted", "temporary", "permanent"]
+
+# Job keys become Maildir file names and log words: keep them boring.
+_KEY_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """One spooled message and its envelope, ready to hand to a target.
+
+    ``key`` is stable across retries: it is what makes a Maildir delivery that
+    crashed between the rename and the ledger commit idempotent.
+    """
+
+    key: str
+    path: Path
+    sender: str
+    recipients: tuple[str, ...]
+    prepend: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not _KEY_RE.fullmatch(self.key) or len(self.key) > 128:
+            raise ValueError(f"delivery key must match [A-Za-z0-9._-]+: {self.key!r}")
+        if self.prepend and not self.prepend.endswith(b"\r\n"):
+            raise ValueError("prepend must be complete CRLF-terminated header lines")
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """What happened to one recipient; ``reason`` is written for the user."""
+
+    recipient: str
+    status: Status
+    reason: str
+
+
+class DeliveryTarget(ABC):
+    """Where messages end up: Maildir folders, an SMTP or an LMTP server."""
+
+    description: str
+
+    @abstractmethod
+    async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        """Deliver ``job`` to each of its recipients; one entry per distinct recipient.
+
+        Never raises for connection or storage failures (they come back as
+        "temporary" results); may raise TLSError, AuthError or
+        InsecureLoginRefused when nothing will work until the user acts.
+        """
+
+    @abstractmethod
+    async def check(self) -> str:
+        """Try the target without delivering; return words, raise PostbridgeError."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release what the target keeps open (a server connection)."""
+
+
+def unique(recipients: Iterable[str]) -> list[str]:
+    """The recipients in order, each once (LMTP would deliver a duplicate twice)."""
+    return list(dict.fromkeys(recipients))
+
+
+def all_with(recipients: Iterable[str], status: Status, reason: str) -> dict[str, RecipientResult]:
+    """The same result for every recipient (connection-level outcomes)."""
+    return {r: RecipientResult(r, status, reason) for r in unique(recipients)}

@@ -1,0 +1,319 @@
+"""Delivery into Maildir folders: the embedded default target.
+
+One folder per local recipient under a root (``<root>/<address>/{tmp,new,cur}``),
+readable by any Maildir client or by Dovecot. Why Maildir and how it is written:
+
+* Maildir needs no locking: a message is written in ``tmp/``, flushed and
+  fsynced, then renamed into ``new/`` (cr.yp.to/proto/maildir.html). We use
+  ``os.replace`` and explicit ``fsync`` rather than the classic ``link()`` +
+  ``unlink()`` dance and ``SIGALRM`` (getmail6 does that) because Postbridge
+  runs on Windows first.
+* The file name is deterministic, derived from the job key:
+  ``<key>.<hostname>,S=<size>``. If Postbridge is killed after the rename but
+  before the ledger records the delivery, the retry finds a file starting with
+  ``<key>.`` in ``new/`` (or in ``cur/``, where mail clients move it and append
+  ``:2,<flags>``) and reports "accepted" without writing a second copy.
+* Messages are stored with LF line endings (the Maildir convention; Dovecot
+  and mutt expect it). The spool holds CRLF, so the copy converts on the fly in
+  1 MiB chunks: a 100 MB message never sits in memory.
+
+The blocking work (writes, fsync, directory listings) runs in a worker thread
+so that the event loop keeps serving the POP3 downloads running beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import errno
+import os
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from postbridge.engine.delivery.base import (
+    DeliveryJob,
+    DeliveryTarget,
+    RecipientResult,
+    unique,
+)
+from postbridge.engine.errors import StorageError
+
+CHUNK_SIZE = 1 << 20
+
+# The "already delivered?" index of a folder is re-read from disk after this many
+# of our own additions, so that it tracks what is really there (mail clients move
+# and delete files) and cannot grow without bound in a long-running process.
+_INDEX_REFRESH = 2000
+
+# Characters Windows does not allow in a file name; refused everywhere so that a
+# configuration behaves the same on every platform.
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+
+
+def crlf_to_lf(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Convert CRLF to LF across a stream of chunks; a lone CR or LF is kept.
+
+    A CR that ends a chunk is held back until the next chunk shows whether an
+    LF follows it, so a CRLF split across chunks still becomes one LF.
+    """
+    pending_cr = False
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if pending_cr:
+            chunk = b"\r" + chunk
+        pending_cr = chunk.endswith(b"\r")
+        if pending_cr:
+            chunk = chunk[:-1]
+        if chunk:
+            yield chunk.replace(b"\r\n", b"\n")
+    if pending_cr:
+        yield b"\r"
+
+
+def folder_name(address: str) -> str:
+    """The folder name for ``address`` (lower-cased); ValueError says why not.
+
+    The name must stay one path component inside the root whatever the address
+    says: no separators, no ``..``, nothing Windows would reinterpret.
+    """
+    name = address.strip().lower()
+    if not name:
+        raise ValueError("the address is empty")
+    if _FORBIDDEN.search(name):
+        raise ValueError("the address contains characters a folder name cannot have")
+    if ".." in name or name.startswith("."):
+        # A leading dot would also collide with Maildir++ subfolders (".Sent").
+        raise ValueError("the address contains '..' or starts with a dot")
+    if name.endswith((".", " ")):
+        raise ValueError("the address ends with a dot or a space")
+    if name.split(".", 1)[0].upper() in _RESERVED:
+        raise ValueError("the address is a reserved device name on Windows")
+    if len(name.encode("utf-8")) > 200:
+        raise ValueError("the address is too long for a folder name")
+    return name
+
+
+def _safe_hostname() -> str:
+    # Maildir names end in the host name; keep it to characters every file
+    # system accepts and that cannot be mistaken for the ",S=" or ":2," parts.
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()).strip(".")
+    return host[:64] or "localhost"
+
+
+def _os_error_words(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    if error.errno == getattr(errno, "EDQUOT", -1):
+        return "the disk quota is used up"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if error.errno == errno.EROFS:
+        return "the disk is read-only"
+    return error.strerror or str(error)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename into ``path`` durable (POSIX); Windows cannot open directories."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        # Some file systems (certain network mounts) do not fsync directories.
+        if error.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _message_chunks(prepend: bytes, source: BinaryIO) -> Iterator[bytes]:
+    if prepend:
+        yield prepend
+    yield from iter(partial(source.read, CHUNK_SIZE), b"")
+
+
+class _DeliveredIndex:
+    """Sorted file names of ``new/`` and ``cur/``: "is ``<key>.*`` there?" in O(log n).
+
+    Listing a big ``cur/`` for every message would cost more than the fsync.
+    Staleness is harmless here: files carrying our keys are only ever created
+    by us, so the index can only answer "delivered" for a key that truly was.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        names: list[str] = []
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                names.extend(os.listdir(folder / sub))
+        names.sort()
+        self._names = names
+        self.additions = 0
+
+    def holds(self, key: str) -> bool:
+        prefix = key + "."
+        i = bisect.bisect_left(self._names, prefix)
+        return i < len(self._names) and self._names[i].startswith(prefix)
+
+    def add(self, name: str) -> None:
+        bisect.insort(self._names, name)
+        self.additions += 1
+
+
+class MaildirTarget(DeliveryTarget):
+    """Deliver to ``<root>/<recipient>/new/``, one copy per recipient."""
+
+    def __init__(self, *, root: Path) -> None:
+        self.root = Path(root)
+        self.description = f"Maildir folders in {self.root}"
+        self._host = _safe_hostname()
+        self._lock = threading.Lock()
+        self._indexes: dict[Path, _DeliveredIndex] = {}
+        self._ready: set[Path] = set()
+
+    async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        return await asyncio.to_thread(self._deliver_all, job)
+
+    async def check(self) -> str:
+        return await asyncio.to_thread(self._check)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- worker thread -------------------------------------------------------
+
+    def _deliver_all(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        return {r: self._deliver_one(job, r) for r in unique(job.recipients)}
+
+    def _deliver_one(self, job: DeliveryJob, recipient: str) -> RecipientResult:
+        try:
+            folder = self.root / folder_name(recipient)
+        except ValueError as why:
+            return RecipientResult(
+                recipient,
+                "permanent",
+                f"The address {recipient!r} cannot be used as a Maildir folder name: {why}.",
+            )
+        try:
+            with self._lock:
+                if self._index(folder).holds(job.key):
+                    return RecipientResult(
+                        recipient,
+                        "accepted",
+                        f"Already saved in the Maildir folder {folder} (delivered before).",
+                    )
+            self._ensure_folder(folder)
+        except OSError as error:
+            return self._storage_failure(recipient, folder, error)
+        try:
+            source = open(job.path, "rb")  # noqa: SIM115 - closed below, split for the words
+        except OSError as error:
+            return RecipientResult(
+                recipient,
+                "temporary",
+                f"Could not read the spooled message {job.path}: {_os_error_words(error)}. "
+                "It will be tried again.",
+            )
+        try:
+            with source:
+                name = self._write(job, folder, source)
+        except OSError as error:
+            with self._lock:
+                self._ready.discard(folder)
+            return self._storage_failure(recipient, folder, error)
+        with self._lock:
+            # Recorded before the directory fsync: should that fail, the retry
+            # must find the file rather than write a second one.
+            self._index(folder).add(name)
+        try:
+            _fsync_dir(folder / "new")
+        except OSError as error:
+            return self._storage_failure(recipient, folder, error)
+        return RecipientResult(recipient, "accepted", f"Saved in the Maildir folder {folder}.")
+
+    def _index(self, folder: Path) -> _DeliveredIndex:
+        index = self._indexes.get(folder)
+        if index is None or index.additions >= _INDEX_REFRESH:
+            index = self._indexes[folder] = _DeliveredIndex(folder)
+        return index
+
+    def _ensure_folder(self, folder: Path) -> None:
+        with self._lock:
+            if folder in self._ready:
+                return
+        created = False
+        if not folder.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            created = True
+        for sub in ("tmp", "new", "cur"):
+            if not (folder / sub).is_dir():
+                (folder / sub).mkdir(mode=0o700, exist_ok=True)
+                created = True
+        if created:
+            # The new directory entries must survive a crash too, or the message
+            # renamed into them would vanish with them.
+            _fsync_dir(folder)
+            _fsync_dir(self.root)
+        with self._lock:
+            self._ready.add(folder)
+
+    def _write(self, job: DeliveryJob, folder: Path, source: BinaryIO) -> str:
+        # A deterministic tmp name: a leftover of a crashed attempt is simply
+        # overwritten by the retry instead of piling up.
+        tmp = folder / "tmp" / f"{job.key}.{self._host}"
+        try:
+            size = 0
+            with open(tmp, "wb") as out:
+                for piece in crlf_to_lf(_message_chunks(job.prepend, source)):
+                    out.write(piece)
+                    size += len(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            name = f"{job.key}.{self._host},S={size}"
+            os.replace(tmp, folder / "new" / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return name
+
+    def _storage_failure(self, recipient: str, folder: Path, error: OSError) -> RecipientResult:
+        reason = StorageError(
+            f"Could not save the message for {recipient} in {folder}: "
+            f"{_os_error_words(error)}. It stays spooled and will be tried again.",
+            detail=str(error),
+        )
+        return RecipientResult(recipient, "temporary", reason.describe())
+
+    def _check(self) -> str:
+        probe = self.root / f".postbridge-check-{os.getpid()}-{threading.get_ident()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as out:
+                out.write(b"postbridge\n")
+                out.flush()
+                os.fsync(out.fileno())
+            probe.unlink()
+            free = shutil.disk_usage(self.root).free
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+            raise StorageError(
+                f"Postbridge cannot write to the Maildir folders in {self.root}: "
+                f"{_os_error_words(error)}.",
+                detail=str(error),
+            ) from error
+        return f"The Maildir folders in {self.root} are writable ({free / 1e9:.1f} GB free)."

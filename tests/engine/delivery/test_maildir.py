@@ -1,0 +1,257 @@
+"""Maildir delivery: durable, idempotent, streaming, and never outside its root."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from postbridge.engine.delivery import maildir
+from postbridge.engine.delivery.base import DeliveryJob
+from postbridge.engine.delivery.maildir import MaildirTarget, crlf_to_lf, folder_name
+from postbridge.engine.errors import StorageError
+
+KEY = "1764440000.pb42_a1b2c3d4"
+MESSAGE = b"From: a@isp.example\r\nSubject: hi\r\n\r\nline one\r\n.dot line\r\nbare\rcr\r\n"
+PREPEND = b"X-Postbridge-Original-To: all@isp.example\r\n"
+
+
+def make_job(
+    tmp_path: Path, *recipients: str, key: str = KEY, body: bytes = MESSAGE
+) -> DeliveryJob:
+    spool = tmp_path / "spool" / f"{key}.eml"
+    spool.parent.mkdir(exist_ok=True)
+    spool.write_bytes(body)
+    return DeliveryJob(
+        key=key, path=spool, sender="a@isp.example", recipients=recipients, prepend=PREPEND
+    )
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@given(
+    st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"x", b"\r\r\n"]), max_size=40).map(b"".join),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_crlf_to_lf_is_independent_of_chunk_boundaries(data: bytes, cuts: list[int]):
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
+    assert b"".join(crlf_to_lf(chunks)) == data.replace(b"\r\n", b"\n")
+
+
+async def test_message_lands_in_new_with_lf_and_deterministic_name(tmp_path: Path):
+    root = tmp_path / "Mail"
+    target = MaildirTarget(root=root)
+    results = await target.deliver(make_job(tmp_path, "Bob@Example.com"))
+
+    assert results["Bob@Example.com"].status == "accepted"
+    folder = root / "bob@example.com"
+    assert all((folder / sub).is_dir() for sub in ("tmp", "new", "cur"))
+    [stored] = files(folder / "new")
+    expected = (PREPEND + MESSAGE).replace(b"\r\n", b"\n")
+    assert stored.read_bytes() == expected
+    assert stored.name.startswith(f"{KEY}.")
+    assert stored.name.endswith(f",S={len(expected)}")
+    assert files(folder / "tmp") == []
+    assert target.description == f"Maildir folders in {root}"
+
+
+async def test_crlf_split_across_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(maildir, "CHUNK_SIZE", 3)
+    body = b"ab\r\n\r\ncd\r\r\nef\r" * 50
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.deliver(make_job(tmp_path, "bob@example.com", body=body))
+    [stored] = files(tmp_path / "Mail" / "bob@example.com" / "new")
+    assert stored.read_bytes() == (PREPEND + body).replace(b"\r\n", b"\n")
+
+
+async def test_one_copy_per_recipient(tmp_path: Path):
+    target = MaildirTarget(root=tmp_path / "Mail")
+    results = await target.deliver(
+        make_job(tmp_path, "alice@example.com", "bob@example.com", "alice@example.com")
+    )
+    assert list(results) == ["alice@example.com", "bob@example.com"]
+    for user in ("alice@example.com", "bob@example.com"):
+        assert len(files(tmp_path / "Mail" / user / "new")) == 1
+
+
+async def test_redelivery_after_crash_writes_nothing_twice(tmp_path: Path):
+    root = tmp_path / "Mail"
+    job = make_job(tmp_path, "bob@example.com")
+    await MaildirTarget(root=root).deliver(job)
+    new = root / "bob@example.com" / "new"
+    [first] = files(new)
+
+    # Same target (the ledger commit failed) and a new process (crash): no second copy.
+    again = await MaildirTarget(root=root).deliver(job)
+    assert again["bob@example.com"].status == "accepted"
+    assert "delivered before" in again["bob@example.com"].reason
+    assert files(new) == [first]
+
+
+@pytest.mark.parametrize("flags", [":2,S", ":2,", "!2,RS"])
+async def test_redelivery_finds_the_message_after_a_client_moved_it_to_cur(
+    tmp_path: Path, flags: str
+):
+    root = tmp_path / "Mail"
+    job = make_job(tmp_path, "bob@example.com")
+    target = MaildirTarget(root=root)
+    await target.deliver(job)
+    folder = root / "bob@example.com"
+    [stored] = files(folder / "new")
+    stored.rename(folder / "cur" / (stored.name + flags))
+
+    for attempt in (target, MaildirTarget(root=root)):
+        result = await attempt.deliver(job)
+        assert result["bob@example.com"].status == "accepted"
+    assert files(folder / "new") == []
+    assert len(files(folder / "cur")) == 1
+
+
+async def test_keys_sharing_a_prefix_are_different_messages(tmp_path: Path):
+    root = tmp_path / "Mail"
+    target = MaildirTarget(root=root)
+    await target.deliver(make_job(tmp_path, "bob@example.com", key="1764440000.pb1"))
+    await MaildirTarget(root=root).deliver(
+        make_job(tmp_path, "bob@example.com", key="1764440000.pb")
+    )
+    await target.deliver(make_job(tmp_path, "bob@example.com", key="1764440000.pb10"))
+    assert len(files(root / "bob@example.com" / "new")) == 3
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "../evil@example.com",
+        "a/b@example.com",
+        "a\\b@example.com",
+        "..",
+        "",
+        "nul\x00@example.com",
+        ".hidden@example.com",
+        "x..y@example.com",
+        "con.x@example.com",
+        "a:b@example.com",
+        "trailing.",
+    ],
+)
+async def test_addresses_that_would_escape_the_root_fail_permanently(tmp_path: Path, address: str):
+    root = tmp_path / "Mail"
+    root.mkdir()
+    results = await MaildirTarget(root=root).deliver(make_job(tmp_path, address))
+    assert results[address].status == "permanent"
+    assert "cannot be used as a Maildir folder name" in results[address].reason
+    assert files(root) == []
+    assert [p.name for p in files(tmp_path)] == ["Mail", "spool"]
+
+
+def test_folder_name_lowercases():
+    assert folder_name("Bob.Smith@Example.COM") == "bob.smith@example.com"
+
+
+async def test_file_is_fsynced_before_rename_and_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def spy_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    await target.deliver(make_job(tmp_path, "bob@example.com", key="1764440001.pb43_x"))
+    if os.name == "nt":
+        assert events == ["fsync-file", "replace"]
+    else:
+        assert events == ["fsync-file", "replace", "fsync-dir"]
+
+
+async def test_disk_full_is_temporary_and_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.check()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    results = await target.deliver(make_job(tmp_path, "bob@example.com"))
+    assert results["bob@example.com"].status == "temporary"
+    assert "the disk is full" in results["bob@example.com"].reason
+    folder = tmp_path / "Mail" / "bob@example.com"
+    assert files(folder / "tmp") == []
+    assert files(folder / "new") == []
+
+    monkeypatch.undo()  # space freed: the retry delivers
+    results = await target.deliver(make_job(tmp_path, "bob@example.com"))
+    assert results["bob@example.com"].status == "accepted"
+    assert len(files(folder / "new")) == 1
+
+
+async def test_permission_error_on_rename_is_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def denied(src: object, dst: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
+    results = await MaildirTarget(root=tmp_path / "Mail").deliver(
+        make_job(tmp_path, "bob@example.com")
+    )
+    assert results["bob@example.com"].status == "temporary"
+    assert "permission denied" in results["bob@example.com"].reason
+    assert files(tmp_path / "Mail" / "bob@example.com" / "tmp") == []
+
+
+async def test_missing_spool_file_is_temporary(tmp_path: Path):
+    job = make_job(tmp_path, "bob@example.com")
+    job.path.unlink()
+    results = await MaildirTarget(root=tmp_path / "Mail").deliver(job)
+    assert results["bob@example.com"].status == "temporary"
+    assert "Could not read the spooled message" in results["bob@example.com"].reason
+
+
+async def test_big_message_is_streamed_not_loaded(tmp_path: Path):
+    line = b"x" * 98 + b"\r\n"
+    body = line * (20 * 1024 * 1024 // len(line))
+    job = make_job(tmp_path, "bob@example.com", body=body)
+    del body
+    target = MaildirTarget(root=tmp_path / "Mail")
+    tracemalloc.start()
+    try:
+        results = await target.deliver(job)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert results["bob@example.com"].status == "accepted"
+    assert peak < 6 * 1024 * 1024, f"peak {peak} bytes for a 20 MB message"
+    [stored] = files(tmp_path / "Mail" / "bob@example.com" / "new")
+    assert stored.stat().st_size == len(PREPEND) - 1 + job.path.stat().st_size * 99 // 100
+
+
+async def test_check_reports_words_and_fails_with_storage_error(tmp_path: Path):
+    words = await MaildirTarget(root=tmp_path / "Mail").check()
+    assert "writable" in words and str(tmp_path / "Mail") in words
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(StorageError, match="cannot write to the Maildir folders"):
+        await MaildirTarget(root=blocker / "Mail").check()
