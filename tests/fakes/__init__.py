@@ -1,0 +1,1 @@
+"""Small in-process fake servers for fault injection (the real ones are in tests/interop)."""
