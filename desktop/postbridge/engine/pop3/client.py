@@ -704,8 +704,9 @@ class Pop3Client:
                 status = await self._simple(b"QUIT")
         except NetworkError as error:
             raise NetworkError(
-                f"The connection to {self.host} was lost while ending the session of "
-                f"{self.label}; messages marked for deletion may still be on the server",
+                f"{self.host} did not confirm the end of the session of {self.label} "
+                "(the line was lost or it stopped answering); messages marked for "
+                "deletion may still be on the server",
                 detail=error.describe(),
             ) from None
         finally:
