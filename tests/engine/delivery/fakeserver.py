@@ -30,6 +30,7 @@ class FakeMailServer:
         silent: bool = False,
         drop_mid_data: bool = False,
         drop_before_final_reply: bool = False,
+        rcpt_replies: dict[str, str] | None = None,
         final_replies: dict[str, str] | None = None,
         drop_after_final_replies: int | None = None,
     ) -> None:
@@ -38,6 +39,7 @@ class FakeMailServer:
         self.silent = silent  # never greet (timeout tests)
         self.drop_mid_data = drop_mid_data
         self.drop_before_final_reply = drop_before_final_reply
+        self.rcpt_replies = rcpt_replies or {}
         self.final_replies = final_replies or {}
         self.drop_after_final_replies = drop_after_final_replies
         self.connections = 0
@@ -99,7 +101,11 @@ class FakeMailServer:
         writer.write(b"250 2.1.0 Ok\r\n")
 
     async def cmd_RCPT(self, session: Session, arg: str, reader, writer) -> None:
-        session.rcpts.append(arg.split(">", 1)[0].split("<", 1)[1])
+        rcpt = arg.split(">", 1)[0].split("<", 1)[1]
+        if rcpt in self.rcpt_replies:
+            writer.write(f"{self.rcpt_replies[rcpt]}\r\n".encode())
+            return
+        session.rcpts.append(rcpt)
         writer.write(b"250 2.1.5 Ok\r\n")
 
     async def cmd_RSET(self, session: Session, arg: str, reader, writer) -> None:
