@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -45,13 +46,18 @@ STALL_LIMIT = 30.0
 _uid_counter = itertools.count(1)
 
 
+@functools.lru_cache(maxsize=256)
+def _stuffed(data: bytes) -> bytes:
+    # Cached so that a benchmark with thousands of equal messages measures the client.
+    return dot_stuff(data)
+
+
 @dataclass
 class FakeMessage:
     """One message in the fake maildrop, with the unique id UIDL reports."""
 
     data: bytes
     uid: str = field(default_factory=lambda: f"uid{next(_uid_counter):06d}")
-    _stuffed: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -60,9 +66,7 @@ class FakeMessage:
     @property
     def stuffed(self) -> bytes:
         """The RETR body as sent on the wire (dot-stuffed, terminator included)."""
-        if self._stuffed is None:
-            self._stuffed = dot_stuff(self.data)
-        return self._stuffed
+        return _stuffed(self.data)
 
 
 class FakePop3Session:
@@ -229,9 +233,15 @@ class FakePop3Session:
             return
         self.push("+OK Begin TLS negotiation now.")
         await self.writer.drain()
+        plain_transport = self.writer.transport
         try:
             await self.writer.start_tls(context)
-        except (ssl.SSLError, OSError):
+        except (ssl.SSLError, OSError, AttributeError):
+            # AttributeError: CPython gh-105993, the client hung up during the
+            # handshake (say, it did not trust our certificate) and the writer
+            # lost its transport; give it back so closing it works.
+            if self.writer.transport is None:
+                vars(self.writer)["_transport"] = plain_transport
             self.closed = True
             return
         self.tls = True
@@ -483,11 +493,15 @@ class FakePop3Server:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        # Aborted transports end their sessions (EOF) within a loop turn or two;
+        # cancel only what is still running after that.
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            _, running = await asyncio.wait(tasks, timeout=1)
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=5)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -519,6 +533,10 @@ class FakePop3Server:
             await session.run()
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
             pass  # the client went away: normal in fault tests
+        except asyncio.CancelledError:
+            # Stopped by stop(). This is the top of the session's own task, and
+            # asyncio.start_server logs a cancelled handler task as an error.
+            pass
         finally:
             session.release()
             writer.transport.abort()

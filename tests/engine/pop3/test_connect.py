@@ -251,6 +251,29 @@ async def test_stls_rejects_data_injected_before_handshake(
             await client.connect()
 
 
+class HangUpAtStlsSession(FakePop3Session):
+    """Says +OK to STLS, then hangs up instead of starting the handshake."""
+
+    async def cmd_stls(self, arg: str) -> None:
+        self.push("+OK Begin TLS negotiation now.")
+        await self.writer.drain()
+        self.writer.close()
+        self.closed = True
+
+
+async def test_server_hangs_up_during_stls_handshake(
+    certs: Certs, make_client: ClientFactory
+) -> None:
+    async with FakePop3Server(
+        [MESSAGE], stls_context=certs.server, session_class=HangUpAtStlsSession
+    ) as server:
+        client = make_client(server, security="starttls", ssl_context=certs.client)
+        with pytest.raises(NetworkError, match=r"^The connection to 127\.0\.0\.1 was lost"):
+            await client.connect()
+        assert not client.connected
+        await client.close()
+
+
 async def test_garbage_to_capa(make_client: ClientFactory) -> None:
     async with FakePop3Server([MESSAGE]) as server:
         server.garbage["CAPA"] = b"HELLO THERE"

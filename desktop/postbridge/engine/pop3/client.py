@@ -335,6 +335,7 @@ class Pop3Client:
                 detail=repr(self._rbuf[:200]),
             )
         writer = self._require_writer()
+        plain_transport = writer.transport
         self._in_sync = False
         try:
             async with asyncio.timeout(self.timeout):
@@ -345,6 +346,15 @@ class Pop3Client:
             raise self._tls_error(error) from None
         except OSError as error:
             raise self._lost(str(error)) from None
+        except AttributeError:
+            # CPython gh-105993: when the server hangs up during the handshake,
+            # loop.start_tls() returns None and StreamWriter.start_tls() fails
+            # here, leaving the writer without a transport (its __del__ would
+            # then raise). Give it back the closed one and report a lost line.
+            if writer.transport is not None:
+                raise
+            vars(writer)["_transport"] = plain_transport
+            raise self._lost("the server closed the connection during the TLS handshake") from None
         self._in_sync = True
         self._encrypted = True
         self.capabilities = Capabilities.none()
