@@ -33,6 +33,8 @@ class FakeMailServer:
         rcpt_replies: dict[str, str] | None = None,
         final_replies: dict[str, str] | None = None,
         drop_after_final_replies: int | None = None,
+        stall_final_reply_once: bool = False,
+        keep_messages: bool = True,
     ) -> None:
         self.lmtp = lmtp
         self.extensions = extensions
@@ -42,6 +44,9 @@ class FakeMailServer:
         self.rcpt_replies = rcpt_replies or {}
         self.final_replies = final_replies or {}
         self.drop_after_final_replies = drop_after_final_replies
+        self.stall_final_reply_once = stall_final_reply_once
+        self.keep_messages = keep_messages  # False: count bytes only (memory tests)
+        self.received_bytes = 0
         self.connections = 0
         self.commands: list[str] = []
         self.messages: list[tuple[str, list[str], bytes]] = []
@@ -123,6 +128,8 @@ class FakeMailServer:
     async def cmd_DATA(self, session: Session, arg: str, reader, writer) -> bool:
         writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
         await writer.drain()
+        if not self.keep_messages:
+            return await self._sink(session, reader, writer)
         lines: list[bytes] = []
         for _ in range(1_000_000):
             line = await asyncio.wait_for(reader.readline(), 10)
@@ -132,9 +139,14 @@ class FakeMailServer:
                 raise Hangup
             if line == b".\r\n":
                 break
+            self.received_bytes += len(line)
             lines.append(line[1:] if line.startswith(b".") else line)
         if self.drop_before_final_reply:
             raise Hangup
+        if self.stall_final_reply_once:
+            self.stall_final_reply_once = False
+            await asyncio.wait_for(reader.read(1), 10)  # until the client gives up
+            return False
         assert session.sender is not None
         self.messages.append((session.sender, list(session.rcpts), b"".join(lines)))
         if not self.lmtp:
@@ -146,5 +158,20 @@ class FakeMailServer:
                     raise Hangup
                 reply = self.final_replies.get(rcpt, f"250 2.0.0 <{rcpt}> delivered")
                 writer.write(f"{reply}\r\n".encode())
+        session.sender, session.rcpts = None, []
+        return True
+
+    async def _sink(self, session: Session, reader, writer) -> bool:
+        """Swallow DATA in big reads, counting bytes (for memory tests: fast, small)."""
+        tail = b"\r\n"
+        for _ in range(1_000_000):
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 10)
+            if not chunk:
+                return False
+            self.received_bytes += len(chunk)
+            if (tail + chunk).endswith(b"\r\n.\r\n"):
+                break
+            tail = chunk[-4:]
+        writer.write(b"250 2.0.0 Ok: swallowed\r\n")
         session.sender, session.rcpts = None, []
         return True

@@ -7,6 +7,7 @@ import base64
 import logging
 import socket
 import ssl
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,38 @@ async def test_drop_after_the_final_dot_is_not_retried_on_the_spot(fake_server, 
     assert server.commands.count("DATA") == 2
 
 
+async def test_cancelled_delivery_never_leaves_a_half_used_connection(fake_server, spool, dialer):
+    # The user quits while the server is still storing the message: the next
+    # delivery must start on a fresh connection, not send RSET into old state.
+    server = await fake_server(stall_final_reply_once=True)
+    smtp = target(server.port, dialer)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(smtp.deliver(job(spool, ALICE)), 0.3)
+    results = await smtp.deliver(job(spool, BOB))
+    await smtp.aclose()
+    assert results[BOB].status == "accepted"
+    assert dialer.connections == 2
+    assert [m[1] for m in server.messages] == [[BOB]]
+
+
+async def test_big_message_is_streamed_not_loaded(fake_server, spool):
+    server = await fake_server(keep_messages=False)
+    line = b"x" * 98 + b"\r\n"
+    path = spool(line * (20 * 1024 * 1024 // len(line)))
+    smtp = target(server.port)
+    the_job = DeliveryJob(key=KEY, path=path, sender="a@isp.example", recipients=(ALICE,))
+    tracemalloc.start()
+    try:
+        results = await smtp.deliver(the_job)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await smtp.aclose()
+    assert results[ALICE].status == "accepted"
+    assert server.received_bytes == path.stat().st_size + len(b".\r\n")
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes for a 20 MB message"
+
+
 async def test_null_sender(fake_server, spool):
     server = await fake_server()
     smtp = target(server.port)
@@ -365,6 +398,12 @@ async def test_untrusted_certificate_raises_tls_error(
         await smtp.check()
     await smtp.aclose()
     assert handler.messages == []
+
+
+async def test_unreadable_ca_file_is_a_tls_error_in_words(spool, tmp_path: Path):
+    smtp = target(unused_port(), security="starttls", ca_file=tmp_path / "missing.pem")
+    with pytest.raises(TLSError, match=r"missing\.pem chosen for the office mail server"):
+        await smtp.check()
 
 
 async def test_starttls_not_offered_refuses_to_continue_in_clear(
@@ -461,7 +500,7 @@ async def test_password_never_reaches_the_log(
         await smtp.aclose()
     text = caplog.text
     assert "MAIL FROM:<ann@isp.example>" in text  # the log is on
-    assert "**REDACTED**" in text
+    assert f"AUTH {mechanism} **REDACTED**" in text
     secrets = [
         PASSWORD,
         base64.b64encode(PASSWORD.encode()).decode(),

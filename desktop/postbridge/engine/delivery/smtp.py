@@ -123,6 +123,8 @@ class SmtpTarget(DeliveryTarget):
 
     async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
         recipients = unique(job.recipients)
+        if not recipients:
+            return {}
         async with self._lock:
             for attempt in (1, 2):
                 try:

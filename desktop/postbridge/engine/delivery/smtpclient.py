@@ -190,7 +190,13 @@ class SmtpClient:
 
     @property
     def is_connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        # A server that hung up while we were idle shows as EOF on the reader.
+        return (
+            self._writer is not None
+            and not self._writer.is_closing()
+            and self._reader is not None
+            and not self._reader.at_eof()
+        )
 
     # -- connection ------------------------------------------------------------
 
@@ -198,9 +204,16 @@ class SmtpClient:
         if self._ssl_context is None:
             # Verification on (CERT_REQUIRED, hostname check); a ca_file is how
             # an office trusts its own server's self-made certificate.
-            self._ssl_context = ssl.create_default_context(
-                cafile=os.fspath(self._ca_file) if self._ca_file else None
-            )
+            try:
+                self._ssl_context = ssl.create_default_context(
+                    cafile=os.fspath(self._ca_file) if self._ca_file else None
+                )
+            except (OSError, ssl.SSLError) as error:
+                raise TLSError(
+                    f"The CA file {self._ca_file} chosen for the {self.server} could not "
+                    "be read as a certificate.",
+                    detail=str(error),
+                ) from error
         return self._ssl_context
 
     def _tls_failure(self, error: BaseException) -> TLSError:
@@ -246,13 +259,14 @@ class SmtpClient:
             return
         await self.abort()
         tls = self.security == "tls"
+        context = self._context() if self.security != "none" else None
         try:
             async with asyncio.timeout(self.timeout):
                 self._reader, self._writer = await self._open(
                     self.host,
                     self.port,
                     limit=LINE_LIMIT,
-                    ssl=self._context() if tls else None,
+                    ssl=context if tls else None,
                     server_hostname=self.host if tls else None,
                 )
         except ssl.SSLError as error:  # also covers SSLCertVerificationError
@@ -280,7 +294,7 @@ class SmtpClient:
             if self._username:
                 await self._login(self._username, self._password or "")
         except BaseException:
-            await self.abort()
+            self.drop()
             raise
 
     def _refusal(self, reply: Reply, what: str) -> PostbridgeError:
@@ -394,9 +408,15 @@ class SmtpClient:
             return
         writer.close()
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
+            async with asyncio.timeout(min(self.timeout, CLOSE_TIMEOUT)):
                 await writer.wait_closed()
-        except (OSError, TimeoutError, ssl.SSLError):
+        except (OSError, TimeoutError):
+            writer.transport.abort()
+
+    def drop(self) -> None:
+        """Cut the connection at once (no await: usable while being cancelled)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
             writer.transport.abort()
 
     # -- I/O -------------------------------------------------------------------
@@ -415,8 +435,9 @@ class SmtpClient:
         if log.isEnabledFor(logging.DEBUG):
             for line in lines:
                 shown = line
-                if secret:
-                    shown = "AUTH **REDACTED**" if line.startswith("AUTH") else "**REDACTED**"
+                if secret:  # keep "AUTH PLAIN", hide what follows and every answer
+                    verb = line.split(" ", 2)[:2] if line.startswith("AUTH ") else []
+                    shown = " ".join([*verb, "**REDACTED**"])
                 log.debug("%s >> %s", self.where, shown)
         await self._write("".join(f"{line}\r\n" for line in lines).encode("utf-8"))
 
@@ -500,12 +521,9 @@ class SmtpClient:
             self._acknowledged = not self._used
             try:
                 await self._transaction(sender, rcpts, source, size, prepend, verdicts)
-            except StorageError:
-                await self.abort()
-                raise
             except PostbridgeError as error:
-                await self.abort()
-                if isinstance(error, TLSError | AuthError | InsecureLoginRefused):
+                self.drop()
+                if isinstance(error, StorageError | TLSError | AuthError | InsecureLoginRefused):
                     raise
                 raise ConnectionLost(
                     error.message,
@@ -513,6 +531,12 @@ class SmtpClient:
                     verdicts=verdicts,
                     stale=not self._acknowledged,
                 ) from error
+            except BaseException:
+                # Cancelled (the user quit) or a bug, maybe in the middle of DATA:
+                # this connection's state is unknown, and the next RSET must never
+                # land inside a half-sent message.
+                self.drop()
+                raise
             self._used = True
             return verdicts
 
