@@ -287,7 +287,7 @@ class PostfixInstance:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the master and wait until smtpd answers; retries once on a taken port."""
+        """Start the master and wait until smtpd answers; up to 3 tries if a port is taken."""
         last_error: ServerError | None = None
         for attempt in range(3):  # the port may be taken between free_port() and bind()
             if attempt:
@@ -326,12 +326,15 @@ class PostfixInstance:
         if pid is None:
             return
         tree = process_tree(pid)
+        if not tree or _process_name(tree[0]) != "master":
+            return  # a stale pid file: that pid is not our master (any more)
         with contextlib.suppress(ServerError):
             self._postfix("stop", timeout=STOP_TIMEOUT)
         try:
             reap(tree, timeout=STOP_TIMEOUT)
         finally:
-            # The master runs setsid(): its pid is the group of all its children.
+            # The master ran setsid(): its pid is the process group of all its children, and
+            # Linux does not hand out a pid that is still some group's id.
             kill_group(pid)
 
     def _read_master_pid(self) -> int | None:
