@@ -327,3 +327,12 @@ def test_suggest_with_no_messages() -> None:
     suggestion = suggest_envelope([], OFFICE)
     assert suggestion.header is None
     assert suggestion.explain() == "No messages to examine."
+
+
+def test_configured_received_without_a_for_clause_falls_back_in_words() -> None:
+    box = mailbox(**{**_office_settings(), "envelope_header": "Received"})
+    decision = route(box, head("To: alice@example.com", received=True))
+    assert decision.recipients == ("alice@example.com",)
+    assert "The topmost Received header has no 'for' clause, so routing used To and Cc" in (
+        decision.explain()
+    )

@@ -142,7 +142,7 @@ _MAX_NAMED = 5
 
 
 def join_words(items: list[str] | tuple[str, ...]) -> str:
-    """ "a", "a and b", "a, b and c"; long lists end in "and N more"."""
+    """Join words as "a", "a and b", "a, b and c"; long lists end in "and N more"."""
     items = list(items)
     if len(items) > _MAX_NAMED + 1:
         items = [*items[:_MAX_NAMED], f"{len(items) - _MAX_NAMED} more"]

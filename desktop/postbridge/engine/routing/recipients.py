@@ -192,6 +192,8 @@ def _decode(raw: bytes) -> str:
 
 # Token kinds: "atom", "quoted" (text without quotes), "literal" ([...]), "special".
 _Token = tuple[str, str, bool]  # kind, text, preceded by white space or a comment
+_LOCAL_TOKENS = frozenset({"atom", "quoted"})
+_DOMAIN_TOKENS = frozenset({"atom", "literal"})
 
 
 def _tokenize(value: str) -> list[_Token]:
@@ -263,7 +265,7 @@ def _is(token: _Token, special: str) -> bool:
     return token[0] == "special" and token[1] == special
 
 
-def _word_run(tokens: list[_Token], at: int, step: int, allowed: frozenset[str]) -> list[int]:
+def _word_run(tokens: list[_Token], at: int, *, step: int, allowed: frozenset[str]) -> list[int]:
     """Indices of the word/dot run next to ``tokens[at]``, going in direction ``step``.
 
     White space ends the run unless a dot is on either side of it, so the obsolete
@@ -322,10 +324,8 @@ def _addresses_in(tokens: list[_Token]) -> list[str]:
     for at, tok in enumerate(tokens):
         if not _is(tok, "@") or at <= used:
             continue
-        local_idx = [
-            i for i in _word_run(tokens, at, -1, frozenset({"atom", "quoted"})) if i > used
-        ]
-        domain_idx = _word_run(tokens, at, 1, frozenset({"atom", "literal"}))
+        local_idx = [i for i in _word_run(tokens, at, step=-1, allowed=_LOCAL_TOKENS) if i > used]
+        domain_idx = _word_run(tokens, at, step=1, allowed=_DOMAIN_TOKENS)
         if not local_idx or not domain_idx:
             continue
         used = domain_idx[-1]

@@ -166,7 +166,7 @@ class _Envelope:
     present: bool
 
 
-def _read_envelope(fields: Sequence[Field], name: str, rules: _Rules) -> _Envelope:
+def _read_envelope(fields: Sequence[Field], name: str, *, rules: _Rules) -> _Envelope:
     if name == "Received":
         received = [f for f in fields if f.key == "received"]
         found = tuple(received_for(received[0].value)) if received else ()
@@ -213,11 +213,16 @@ def _choose_envelope(
         return None, [], [note]
     if setting.lower() != "auto":
         name = canonical_name(setting)
-        env = _read_envelope(block.fields, name, rules)
+        env = _read_envelope(block.fields, name, rules=rules)
         if rules.informative(env.trusted):
             return env, [], []
         if not env.present:
-            note = f"The message has no {name} header, so routing used To and Cc; {_NO_BCC}."
+            missing = (
+                "The topmost Received header has no 'for' clause"
+                if name == "Received"
+                else f"The message has no {name} header"
+            )
+            note = f"{missing}, so routing used To and Cc; {_NO_BCC}."
         else:
             note = (
                 f"The ISP's {name} header names no local address other than this mailbox's "
@@ -233,7 +238,7 @@ def _choose_envelope(
             order.append(name)
     order.append("Received")
     for name in order:
-        env = _read_envelope(block.fields, name, rules)
+        env = _read_envelope(block.fields, name, rules=rules)
         if rules.informative(env.trusted):
             return env, examined, []
         if env.present:
@@ -242,7 +247,7 @@ def _choose_envelope(
     buried = [
         name
         for name in ENVELOPE_HEADERS
-        if name not in order and _read_envelope(block.fields, name, rules).present
+        if name not in order and _read_envelope(block.fields, name, rules=rules).present
     ]
     if buried:
         verb, subject = ("appears", "it was") if len(buried) == 1 else ("appear", "they were")
@@ -262,7 +267,8 @@ def _choose_envelope(
 
 def _header_line(name: str, value: str) -> bytes:
     """One header field, CRLF-terminated, folded at spaces (RFC 5322 §2.2.3)."""
-    words = " ".join(value.split())[:_MAX_VALUE].split(" ")
+    printable = "".join(ch if ch.isprintable() else " " for ch in value)  # no CR/LF injection
+    words = " ".join(printable.split())[:_MAX_VALUE].split(" ")
     lines: list[str] = [f"{name}:"]
     for word in words:
         if len(lines[-1]) + 1 + len(word) > _FOLD_AT and lines[-1].strip():
@@ -301,6 +307,29 @@ def _no_route_reason(candidates: Sequence[Candidate], source: str) -> str:
     return f"every address in {source} is outside the local domains"
 
 
+def _decision(
+    *,
+    recipients: tuple[str, ...] = (),
+    envelope: str | None = None,
+    candidates: Sequence[Candidate] = (),
+    to_postmaster: bool = False,
+    quarantine: str | None = None,
+    block: bytes | None,
+    trace: list[tuple[str, str]],
+    notes: Sequence[str],
+) -> RouteDecision:
+    return RouteDecision(
+        recipients=recipients,
+        envelope_header=envelope,
+        candidates=tuple(candidates),
+        to_postmaster=to_postmaster,
+        quarantine=quarantine,
+        new_header_block=block,
+        trace_headers=b"".join(_header_line(name, value) for name, value in trace),
+        notes=tuple(notes),
+    )
+
+
 def _finish_global(
     rules: _Rules,
     *,
@@ -328,46 +357,36 @@ def _finish_global(
             unlisted += 1
     if unlisted:
         notes.append(f"{unlisted} more unrouted addresses are not listed.")
-    mailbox = rules.mailbox
-    if recipients:
-        return RouteDecision(
-            tuple(recipients),
-            envelope,
-            tuple(kept),
-            False,
-            None,
-            block,
-            _trace_bytes(trace),
-            tuple(notes),
-        )
-    source = f"the ISP's {envelope} header" if envelope else "To/Cc"
-    reason = _no_route_reason(candidates, source)
-    if mailbox.postmaster:
-        notes.insert(0, reason[0].upper() + reason[1:] + ".")
-        trace.append((REASON_HEADER, f"no local recipient: {reason}"))
-        return RouteDecision(
-            (mailbox.postmaster.lower(),),
-            envelope,
-            tuple(kept),
-            True,
-            None,
-            block,
-            _trace_bytes(trace),
-            tuple(notes),
-        )
-    quarantine = f"no address routes to a local user ({reason}) and no postmaster is configured"
-    return RouteDecision(
-        (), envelope, tuple(kept), False, quarantine, block, _trace_bytes(trace), tuple(notes)
+    to_postmaster = False
+    quarantine = None
+    if not recipients:  # never dropped: the postmaster gets it, or it is quarantined
+        source = f"the ISP's {envelope} header" if envelope else "To/Cc"
+        reason = _no_route_reason(candidates, source)
+        postmaster = rules.mailbox.postmaster.strip().lower()
+        if postmaster:
+            recipients, to_postmaster = [postmaster], True
+            notes.insert(0, reason[0].upper() + reason[1:] + ".")
+            trace.append((REASON_HEADER, f"no local recipient: {reason}"))
+        else:
+            quarantine = (
+                f"no address routes to a local user ({reason}) and no postmaster is configured"
+            )
+    return _decision(
+        recipients=tuple(recipients),
+        envelope=envelope,
+        candidates=kept,
+        to_postmaster=to_postmaster,
+        quarantine=quarantine,
+        block=block,
+        trace=trace,
+        notes=notes,
     )
-
-
-def _trace_bytes(trace: list[tuple[str, str]]) -> bytes:
-    return b"".join(_header_line(name, value) for name, value in trace)
 
 
 def _route_global(
     rules: _Rules,
     block: HeaderBlock,
+    *,
     trace: list[tuple[str, str]],
     new_block: bytes | None,
     notes: list[str],
@@ -409,7 +428,7 @@ def _route_global(
     )
 
 
-def _route(mailbox: MailboxConfig, head: bytes, loop_limit: int) -> RouteDecision:
+def _route(mailbox: MailboxConfig, head: bytes, *, loop_limit: int) -> RouteDecision:
     block = parse_header_block(head)
     new_block, notes = _rewritten_block(block)
     trace: list[tuple[str, str]] = [(TRACE_HEADER, mailbox.name)]
@@ -419,26 +438,20 @@ def _route(mailbox: MailboxConfig, head: bytes, loop_limit: int) -> RouteDecisio
             f"it has already passed through Postbridge {passes} times (the limit is "
             f"{loop_limit}), so it is probably going round in a mail loop"
         )
-        return RouteDecision(
-            (), None, (), False, reason, new_block, _trace_bytes(trace), tuple(notes)
-        )
+        return _decision(quarantine=reason, block=new_block, trace=trace, notes=notes)
     rules = _Rules(mailbox)
     if mailbox.kind != "user":
-        return _route_global(rules, block, trace, new_block, notes)
+        return _route_global(rules, block, trace=trace, new_block=new_block, notes=notes)
     trace.append((ORIGINAL_TO_HEADER, mailbox.username))
     recipient = mailbox.recipient.strip().lower()
-    if recipient:
-        c = Candidate(mailbox.username, MAILBOX_SOURCE, ROUTED, RULE_USER_MAILBOX, (recipient,))
-        return RouteDecision(
-            (recipient,), None, (c,), False, None, new_block, _trace_bytes(trace), tuple(notes)
+    if not recipient:  # the config loader requires one; be safe all the same
+        notes.insert(0, "This user mailbox has no recipient configured.")
+        return _finish_global(
+            rules, candidates=[], envelope=None, notes=notes, trace=trace, block=new_block
         )
-    return _finish_global(
-        rules,
-        candidates=[],
-        envelope=None,
-        notes=["This user mailbox has no recipient configured.", *notes],
-        trace=trace,
-        block=new_block,
+    c = Candidate(mailbox.username, MAILBOX_SOURCE, ROUTED, RULE_USER_MAILBOX, (recipient,))
+    return _decision(
+        recipients=(recipient,), candidates=(c,), block=new_block, trace=trace, notes=notes
     )
 
 
@@ -450,12 +463,13 @@ def route(mailbox: MailboxConfig, head: bytes, *, loop_limit: int = 3) -> RouteD
     reason (and the traceback logged), so it is kept for a person, not lost.
     """
     try:
-        return _route(mailbox, head, loop_limit)
+        return _route(mailbox, head, loop_limit=loop_limit)
     except Exception as exc:  # a bug here must not lose the message or abort the poll
         log.exception("routing failed for a message of mailbox %s", mailbox.name)
         reason = f"Postbridge could not work out where it goes (internal error: {exc!r})"
-        trace = _header_line(TRACE_HEADER, mailbox.name)
-        return RouteDecision((), None, (), False, reason, None, trace)
+        return _decision(
+            quarantine=reason, block=None, trace=[(TRACE_HEADER, mailbox.name)], notes=()
+        )
 
 
 # --- suggest-envelope --------------------------------------------------------------------
@@ -496,7 +510,7 @@ def suggest_envelope(heads: Sequence[bytes], mailbox: MailboxConfig) -> Envelope
     for head in heads:
         fields = parse_header_block(head).fields
         for name in ENVELOPE_HEADERS:
-            env = _read_envelope(fields, name, rules)
+            env = _read_envelope(fields, name, rules=rules)
             present[name] += env.present
             local[name] += rules.informative(env.trusted)
     evidence: list[str] = []
