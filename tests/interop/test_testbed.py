@@ -7,6 +7,7 @@ Each test talks to the private Dovecot or Postfix with the standard library's cl
 from __future__ import annotations
 
 import contextlib
+import os
 import poplib
 import smtplib
 import ssl
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests import servers
 from tests.servers import require_server
 from tests.servers.certs import Certificates
 from tests.servers.dovecot import Dovecot
@@ -317,3 +319,22 @@ def test_postfix_stop_leaves_no_process(certificates: Certificates):
         server.stop()
     assert _alive(processes) == []
     assert not server.root.exists()
+
+
+# -- require_server ---------------------------------------------------------------------------
+
+
+def test_require_server_skips_on_a_laptop_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(
+        servers._SERVERS, "imaginary", (("/nonexistent/imaginaryd",), "imaginary-server")
+    )
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install Debian's imaginary-server"):
+        require_server("imaginary")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="need root"):
+        require_server("dovecot")
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but imaginary is not installed"):
+        require_server("imaginary")
