@@ -14,7 +14,7 @@ from aiosmtpd.lmtp import LMTP
 
 from postbridge.engine.delivery.base import DeliveryJob
 from postbridge.engine.delivery.lmtp import LmtpTarget
-from tests.engine.delivery.conftest import (
+from tests.engine.delivery.mailservers import (
     MAILBOX_BUSY,
     OVER_QUOTA,
     USER_UNKNOWN,

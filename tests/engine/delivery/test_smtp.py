@@ -18,7 +18,7 @@ import trustme
 from postbridge.engine.delivery.base import DeliveryJob
 from postbridge.engine.delivery.smtp import SmtpTarget
 from postbridge.engine.errors import AuthError, InsecureLoginRefused, TLSError
-from tests.engine.delivery.conftest import (
+from tests.engine.delivery.mailservers import (
     CONTENT_REJECTED,
     MAILBOX_BUSY,
     PASSWORD,

@@ -256,7 +256,9 @@ class MaildirTarget(DeliveryTarget):
                 return
         created = False
         if not folder.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(self.root.parent)
             folder.mkdir(mode=0o700, exist_ok=True)
             created = True
         for sub in ("tmp", "new", "cur"):
