@@ -53,6 +53,7 @@ _LINE_RE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r|$)")
 _FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _SPECIALS = frozenset("<>,;:@.")
 _WSP = frozenset(" \t\r\n")
+_ATOM_STOP = _WSP | _SPECIALS | frozenset('"()[')
 _DOT_ATOM_RE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
     r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+)*"
@@ -245,14 +246,9 @@ def _tokenize(value: str) -> list[_Token]:
             space = False
         else:
             start = i
-            while (
-                i < n
-                and value[i] not in _WSP
-                and value[i] not in _SPECIALS
-                and (value[i] not in '"()[')
-            ):
+            while i < n and value[i] not in _ATOM_STOP:
                 i += 1
-            if i == start:  # a stray ')' or ']' : skip it
+            if i == start:  # a stray ')': skip it
                 i += 1
                 space = True
                 continue
