@@ -66,6 +66,25 @@ async def test_message_lands_in_new_with_lf_and_deterministic_name(tmp_path: Pat
     assert target.description == f"Maildir folders in {root}"
 
 
+async def test_skip_replaces_the_header_block(tmp_path: Path):
+    head = b"To: all@isp.example\r\nSubject: hi\r\n\r\n"
+    body = head + b"text\r\n"
+    spool = tmp_path / "spooled.eml"
+    spool.write_bytes(body)
+    new_head = b"To: bob@example.com\r\nSubject: hi\r\n\r\n"
+    job = DeliveryJob(
+        key=KEY,
+        path=spool,
+        sender="",
+        recipients=("bob@example.com",),
+        prepend=new_head,
+        skip=len(head),
+    )
+    await MaildirTarget(root=tmp_path / "Mail").deliver(job)
+    [stored] = files(tmp_path / "Mail" / "bob@example.com" / "new")
+    assert stored.read_bytes() == b"To: bob@example.com\nSubject: hi\n\ntext\n"
+
+
 async def test_crlf_split_across_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(maildir, "CHUNK_SIZE", 3)
     body = b"ab\r\n\r\ncd\r\r\nef\r" * 50
@@ -146,13 +165,14 @@ async def test_keys_sharing_a_prefix_are_different_messages(tmp_path: Path):
     ],
 )
 async def test_addresses_that_would_escape_the_root_fail_permanently(tmp_path: Path, address: str):
-    root = tmp_path / "Mail"
-    root.mkdir()
+    box = tmp_path / "box"
+    root = box / "Mail"
+    root.mkdir(parents=True)
     results = await MaildirTarget(root=root).deliver(make_job(tmp_path, address))
     assert results[address].status == "permanent"
     assert "cannot be used as a Maildir folder name" in results[address].reason
     assert files(root) == []
-    assert [p.name for p in files(tmp_path)] == ["Mail", "spool"]
+    assert files(box) == [root]
 
 
 def test_folder_name_lowercases():

@@ -35,7 +35,11 @@ class DeliveryJob:
     """One spooled message and its envelope, ready to hand to a target.
 
     ``key`` is stable across retries: it is what makes a Maildir delivery that
-    crashed between the rename and the ledger commit idempotent.
+    crashed between the rename and the ledger commit idempotent. No key may be
+    another key followed by a dot and more (Maildir matches ``<key>.*``).
+
+    What is delivered is ``prepend`` followed by the spool file from byte
+    ``skip`` on: ``skip`` leaves out a header block that ``prepend`` replaces.
     """
 
     key: str
@@ -43,12 +47,15 @@ class DeliveryJob:
     sender: str
     recipients: tuple[str, ...]
     prepend: bytes = b""
+    skip: int = 0
 
     def __post_init__(self) -> None:
         if not _KEY_RE.fullmatch(self.key) or len(self.key) > 128:
             raise ValueError(f"delivery key must match [A-Za-z0-9._-]+: {self.key!r}")
         if self.prepend and not self.prepend.endswith(b"\r\n"):
             raise ValueError("prepend must be complete CRLF-terminated header lines")
+        if self.skip < 0:
+            raise ValueError("skip must not be negative")
 
 
 @dataclass(frozen=True)

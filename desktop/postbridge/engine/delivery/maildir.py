@@ -279,6 +279,7 @@ class MaildirTarget(DeliveryTarget):
         tmp = folder / "tmp" / f"{job.key}.{self._host}"
         try:
             size = 0
+            source.seek(job.skip)
             with open(tmp, "wb") as out:
                 for piece in crlf_to_lf(_message_chunks(job.prepend, source)):
                     out.write(piece)

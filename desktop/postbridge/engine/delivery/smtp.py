@@ -188,7 +188,11 @@ class SmtpTarget(DeliveryTarget):
             sendable.append(rcpt)
         if sendable:
             verdicts = await self._client.send(
-                sender=job.sender, recipients=sendable, path=job.path, prepend=job.prepend
+                sender=job.sender,
+                recipients=sendable,
+                path=job.path,
+                prepend=job.prepend,
+                skip=job.skip,
             )
             for rcpt in sendable:
                 results[rcpt] = self._result(rcpt, job.sender, verdicts[rcpt])

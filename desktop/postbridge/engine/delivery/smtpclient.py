@@ -490,8 +490,9 @@ class SmtpClient:
         recipients: list[str] | tuple[str, ...],
         path: Path,
         prepend: bytes = b"",
+        skip: int = 0,
     ) -> dict[str, Verdict]:
-        """Send one message; return the final verdict for every recipient.
+        """Send ``prepend`` + the file from byte ``skip``; return each recipient's verdict.
 
         Raises StorageError if the spool file cannot be read (before anything
         is sent, or mid-DATA: then the connection is dropped rather than the
@@ -511,7 +512,8 @@ class SmtpClient:
                 f"Could not read the spooled message {path}.", detail=str(error)
             ) from error
         with source:
-            size = len(prepend) + os.fstat(source.fileno()).st_size
+            size = len(prepend) + max(0, os.fstat(source.fileno()).st_size - skip)
+            source.seek(skip)
             await self.connect()
             verdicts: dict[str, Verdict] = {}
             # On a connection kept from an earlier message, RSET goes first: it
