@@ -289,7 +289,8 @@ class MaildirTarget(DeliveryTarget):
             name = f"{job.key}.{self._host},S={size}"
             os.replace(tmp, folder / "new" / name)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise
         return name
 
