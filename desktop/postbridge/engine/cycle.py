@@ -1,0 +1,569 @@
+"""One poll cycle: the only place that orchestrates the engine.
+
+For each ISP mailbox the cycle
+
+1. delivers what earlier cycles left spooled (a 4xx from the office server,
+   a crash after download);
+2. logs in, lists the messages (UIDL + LIST) and compares with the ledger;
+3. streams each new message into the spool (durable: fsync + rename), routes
+   it, delivers it and records the outcome, one message at a time;
+4. sends DELE only for messages the ledger holds as delivered or quarantined
+   (quarantined mail is kept in the spool), and QUIT to commit the deletions,
+   every ``delete_batch`` messages, so a crash late in a big download does not
+   leave thousands of delivered messages at the ISP.
+
+Every state change is committed to the ledger before the next step that
+depends on it. Killed at any instant, the next cycle finds each message
+either still at the ISP and not yet delivered (download again), spooled (deliver
+from the spool), or delivered (only DELE it). Maildir delivery names files by
+the message's ledger key, so even a kill between the rename into ``new/`` and
+the ledger commit delivers nothing twice.
+
+Servers without UIDL: every message is downloaded each session and identified
+by the SHA-256 of its content instead; one already delivered is then only
+deleted (or, with leave-on-server, downloaded again and discarded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets as pysecrets
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postbridge.engine import meta as metamod
+from postbridge.engine.config import Config, MailboxConfig
+from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
+from postbridge.engine.errors import Cancelled, PostbridgeError, ProtocolError
+from postbridge.engine.events import (
+    CycleFinished,
+    CycleStarted,
+    EventSink,
+    MailboxFinished,
+    MailboxStarted,
+    MailboxSummary,
+    MessageDeferred,
+    MessageDelivered,
+    MessageQuarantined,
+    MessagesListed,
+    MessageSpooled,
+    Notice,
+    ignore_events,
+)
+from postbridge.engine.ledger import (
+    DELETING,
+    DELIVERED,
+    LISTED,
+    QUARANTINED,
+    REMOVED,
+    SPOOLED,
+    Ledger,
+    Row,
+)
+from postbridge.engine.lock import DataLock
+from postbridge.engine.paths import DataPaths
+from postbridge.engine.pop3.client import Pop3Client
+from postbridge.engine.routing.router import RouteDecision, route, split_header_block
+from postbridge.engine.secrets import SecretStore
+from postbridge.engine.spool import Spool, SpoolWriter
+
+log = logging.getLogger("postbridge.cycle")
+
+DAY = 86400.0
+
+
+def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verification on, the system's trust store, plus the optional extra anchor."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def make_target(config: Config, secrets: SecretStore) -> DeliveryTarget:
+    d = config.delivery
+    if d.kind == "maildir":
+        from postbridge.engine.delivery.maildir import MaildirTarget
+
+        return MaildirTarget(root=config.maildir_root)
+    password = secrets.require("delivery") if d.username else None
+    kwargs: dict[str, Any] = {
+        "host": d.host,
+        "port": d.port,
+        "security": d.security,
+        "username": d.username or None,
+        "password": password,
+        "ca_file": d.ca_file,
+        "allow_plaintext_login": d.allow_plaintext_login,
+        "timeout": d.timeout,
+    }
+    if d.kind == "smtp":
+        from postbridge.engine.delivery.smtp import SmtpTarget
+
+        return SmtpTarget(**kwargs)
+    from postbridge.engine.delivery.lmtp import LmtpTarget
+
+    return LmtpTarget(**kwargs)
+
+
+Pop3Factory = Callable[[MailboxConfig], Pop3Client]
+
+
+@dataclass
+class _Session:
+    """What one POP3 session is working on."""
+
+    mailbox: MailboxConfig
+    summary: MailboxSummary
+    ids: dict[int, int]  # message number -> ledger id
+    deletable: list[int]  # message numbers safe to DELE
+
+
+class Collector:
+    """Runs poll cycles for one configuration; owns the ledger, spool and target."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        secrets: SecretStore | None = None,
+        events: EventSink = ignore_events,
+        target: DeliveryTarget | None = None,
+        pop3_factory: Pop3Factory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.secrets = secrets or SecretStore()
+        self.emit = events
+        self.paths = DataPaths(config.data_dir)
+        self.paths.ensure()
+        self.ledger = Ledger(self.paths.ledger, clock=clock)
+        self.spool = Spool(self.paths.spool)
+        self._target = target
+        self._pop3_factory = pop3_factory or self._default_pop3
+        self._clock = clock
+        self._deliver_lock = asyncio.Lock()
+        self.stop_requested = False
+
+    # -- set-up ------------------------------------------------------------
+
+    def _default_pop3(self, mailbox: MailboxConfig) -> Pop3Client:
+        return Pop3Client(
+            host=mailbox.host,
+            port=mailbox.port,
+            security=mailbox.security,
+            ssl_context=make_ssl_context(mailbox.ca_file),
+            timeout=mailbox.timeout,
+            allow_plaintext_login=mailbox.allow_plaintext_login,
+            label=mailbox.name,
+        )
+
+    @property
+    def target(self) -> DeliveryTarget:
+        if self._target is None:
+            self._target = make_target(self.config, self.secrets)
+        return self._target
+
+    async def aclose(self) -> None:
+        if self._target is not None:
+            await self._target.aclose()
+        self.ledger.close()
+
+    def request_stop(self) -> None:
+        """Stop after the message being handled now (safe from the loop's thread)."""
+        self.stop_requested = True
+
+    # -- the cycle ---------------------------------------------------------
+
+    async def run_cycle(self, *, mailboxes: Sequence[str] | None = None) -> CycleFinished:
+        """Collect every (or the named) enabled mailbox once, concurrently."""
+        self.stop_requested = False
+        if mailboxes:
+            selected = [self.config.mailbox(name) for name in mailboxes]
+        else:
+            selected = [m for m in self.config.mailboxes if m.enabled]
+        self.emit(CycleStarted(tuple(m.name for m in selected)))
+        lock = DataLock(self.paths.lock)
+        try:
+            lock.acquire()
+        except PostbridgeError as exc:
+            summaries = tuple(self._failed_summary(m.name, exc) for m in selected)
+            finished = CycleFinished(summaries)
+            self.emit(finished)
+            return finished
+        try:
+            self.spool.clean_partial()
+            results = await asyncio.gather(*(self._run_mailbox(m) for m in selected))
+        finally:
+            lock.release()
+        finished = CycleFinished(tuple(results))
+        self.emit(finished)
+        return finished
+
+    @staticmethod
+    def _failed_summary(name: str, exc: PostbridgeError) -> MailboxSummary:
+        return MailboxSummary(
+            mailbox=name,
+            error=str(exc),
+            error_transient=exc.transient,
+            error_needs_user=exc.needs_user,
+        )
+
+    async def _run_mailbox(self, mailbox: MailboxConfig) -> MailboxSummary:
+        summary = MailboxSummary(mailbox=mailbox.name)
+        self.emit(MailboxStarted(mailbox.name))
+        try:
+            await self._deliver_pending(mailbox, summary)
+            await self._collect(mailbox, summary)
+        except PostbridgeError as exc:
+            log.warning("%s: %s", mailbox.name, exc.describe())
+            summary.error = str(exc)
+            summary.error_transient = exc.transient
+            summary.error_needs_user = exc.needs_user
+        except Exception as exc:  # a bug: keep the traceback, keep the other mailboxes going
+            log.exception("%s: internal error", mailbox.name)
+            summary.error = (
+                f"Postbridge hit an internal error ({type(exc).__name__}: {exc}). "
+                "Nothing was deleted at the ISP that was not delivered; see the log file."
+            )
+        self.ledger.set_status(mailbox.name, error=summary.error)
+        self.emit(MailboxFinished(summary))
+        return summary
+
+    def _should_delete(self, mailbox: MailboxConfig, row: Row) -> bool:
+        if row.state not in (DELIVERED, QUARANTINED):
+            return False
+        if mailbox.leave_on_server_days == 0:
+            return True
+        since = row.delivered_at or row.spooled_at or row.listed_at
+        return self._clock() - since >= mailbox.leave_on_server_days * DAY
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise Cancelled("Collection was stopped; the rest of the mail stays at the ISP.")
+
+    async def _collect(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
+        password = self.secrets.require(mailbox.secret_account)
+        # Bounded: each session handles up to delete_batch new messages.
+        for _session in range(10_000):
+            self._check_stop()
+            more = await self._session(mailbox, summary, password)
+            if not more:
+                return
+        raise ProtocolError(f"{mailbox.host} kept offering new messages; stopping for now.")
+
+    async def _session(
+        self, mailbox: MailboxConfig, summary: MailboxSummary, password: str
+    ) -> bool:
+        """One POP3 session; returns True when new messages remain for another session."""
+        client = self._pop3_factory(mailbox)
+        committed = False
+        try:
+            await client.connect()
+            await client.login(mailbox.username, password, method=mailbox.auth)
+            caps = client.capabilities
+            if caps.expire == "0" and mailbox.leave_on_server_days > 0:
+                self.emit(
+                    Notice(
+                        mailbox.name,
+                        f"{mailbox.host} deletes messages as soon as they are downloaded "
+                        "(it advertises EXPIRE 0), so “leave a copy on the server” cannot work "
+                        "for this mailbox.",
+                    )
+                )
+            sizes = await client.list_all()
+            uidls = await client.uidl_all()
+            session = _Session(mailbox, summary, ids={}, deletable=[])
+            if uidls is None:
+                more = await self._session_without_uidl(client, session, sizes)
+            else:
+                more = await self._session_with_uidl(client, session, sizes, uidls)
+            if session.deletable:
+                to_delete = sorted(set(session.deletable))
+                ids = [session.ids[n] for n in to_delete]
+                self.ledger.mark_server(ids, DELETING)
+                await client.dele_many(to_delete)
+                committed = await client.quit()
+                if committed:
+                    self.ledger.mark_server(ids, REMOVED)
+                    summary.removed += len(ids)
+            else:
+                committed = await client.quit()
+            # A login delay makes reconnecting costly: then take everything in one session.
+            return more and not (caps.login_delay or 0) > 0
+        finally:
+            if not committed:
+                await client.close()
+
+    async def _session_with_uidl(
+        self,
+        client: Pop3Client,
+        session: _Session,
+        sizes: dict[int, int],
+        uidls: dict[int, str],
+    ) -> bool:
+        mailbox, summary = session.mailbox, session.summary
+        known = self.ledger.by_uid(mailbox.name)
+        self.ledger.mark_gone(mailbox.name, set(uidls.values()))
+        fetch: list[int] = []
+        kept = 0
+        for num in sorted(uidls):
+            row = known.get(uidls[num])
+            if row is None or row.state == LISTED:
+                fetch.append(num)
+            elif self._should_delete(mailbox, row):
+                session.ids[num] = row.id
+                session.deletable.append(num)
+            else:
+                kept += 1
+        summary.kept = kept
+        self.emit(MessagesListed(mailbox.name, on_server=len(uidls), new=len(fetch)))
+        batch = fetch[: mailbox.delete_batch]
+        if not batch:
+            return False
+        ids = self.ledger.add_listed(mailbox.name, [(uidls[n], sizes.get(n, 0)) for n in batch])
+        for num in batch:
+            session.ids[num] = ids[uidls[num]]
+        writers: dict[int, SpoolWriter] = {}
+
+        def open_sink(num: int) -> SpoolWriter:
+            writer = self.spool.writer(session.ids[num])
+            writers[num] = writer
+            return writer
+
+        async def on_complete(num: int, sink: Any) -> None:
+            writer = writers.pop(num)
+            await self._spooled(session, num, writer)
+
+        def on_error(num: int, error: PostbridgeError) -> None:
+            writer = writers.pop(num, None)
+            if writer is not None:
+                writer.abort()
+            log.info("%s: message %d could not be retrieved: %s", mailbox.name, num, error)
+            self.ledger.forget_listed(mailbox.name, [uidls[num]])
+
+        try:
+            await client.retr_many(
+                batch, open_sink=open_sink, on_complete=on_complete, on_error=on_error
+            )
+        finally:
+            for writer in writers.values():
+                writer.abort()
+        return len(fetch) > len(batch)
+
+    async def _session_without_uidl(
+        self, client: Pop3Client, session: _Session, sizes: dict[int, int]
+    ) -> bool:
+        """Identify messages by content hash: download each, keep what is new."""
+        mailbox = session.mailbox
+        nums = sorted(sizes)[: mailbox.delete_batch]
+        self.emit(MessagesListed(mailbox.name, on_server=len(sizes), new=len(nums)))
+        writers: dict[int, SpoolWriter] = {}
+
+        def open_sink(num: int) -> SpoolWriter:
+            writer = self.spool.anonymous_writer(f"nouidl-{num}")
+            writers[num] = writer
+            return writer
+
+        async def on_complete(num: int, sink: Any) -> None:
+            writer = writers.pop(num)
+            spooled = writer.commit()
+            uid = f"sha256:{spooled.sha256}"
+            row = self.ledger.by_single_uid(mailbox.name, uid)
+            if row is not None and row.state != LISTED:
+                spooled.path.unlink(missing_ok=True)
+                if self._should_delete(mailbox, row):
+                    session.ids[num] = row.id
+                    session.deletable.append(num)
+                return
+            ids = self.ledger.add_listed(mailbox.name, [(uid, spooled.size)])
+            session.ids[num] = ids[uid]
+            self.spool.adopt(spooled.path, ids[uid])
+            await self._after_spool(
+                session, num, ids[uid], spooled.size, spooled.sha256, spooled.head
+            )
+
+        def on_error(num: int, error: PostbridgeError) -> None:
+            writer = writers.pop(num, None)
+            if writer is not None:
+                writer.abort()
+
+        try:
+            await client.retr_many(
+                nums, open_sink=open_sink, on_complete=on_complete, on_error=on_error
+            )
+        finally:
+            for writer in writers.values():
+                writer.abort()
+        return len(sizes) > len(nums) and bool(session.deletable)
+
+    async def _spooled(self, session: _Session, num: int, writer: SpoolWriter) -> None:
+        spooled = writer.commit()
+        await self._after_spool(
+            session, num, session.ids[num], spooled.size, spooled.sha256, spooled.head
+        )
+
+    async def _after_spool(
+        self,
+        session: _Session,
+        num: int,
+        ledger_id: int,
+        size: int,
+        sha256: str,
+        head: bytes,
+    ) -> None:
+        mailbox, summary = session.mailbox, session.summary
+        key = f"{int(self._clock())}.pb{ledger_id}_{pysecrets.token_hex(4)}"
+        meta = metamod.extract(split_header_block(head)[0])
+        self.ledger.mark_spooled(ledger_id, key=key, size=size, sha256=sha256, meta=meta)
+        summary.downloaded += 1
+        self.emit(MessageSpooled(mailbox.name, ledger_id, size))
+        state = await self._deliver(mailbox, ledger_id, summary, head=head)
+        row = self.ledger.get(ledger_id)
+        if (
+            row is not None
+            and state in (DELIVERED, QUARANTINED)
+            and self._should_delete(mailbox, row)
+        ):
+            session.deletable.append(num)
+        elif state in (DELIVERED, QUARANTINED):
+            summary.kept += 1
+        self._check_stop()
+
+    # -- delivery ----------------------------------------------------------
+
+    async def _deliver_pending(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
+        for row in self.ledger.in_state(SPOOLED, source=mailbox.name):
+            self._check_stop()
+            await self._deliver(mailbox, row.id, summary)
+
+    def _decide(self, mailbox: MailboxConfig, head: bytes) -> RouteDecision:
+        return route(mailbox, head)
+
+    async def _deliver(
+        self,
+        mailbox: MailboxConfig,
+        ledger_id: int,
+        summary: MailboxSummary,
+        *,
+        head: bytes | None = None,
+    ) -> str:
+        """Route and deliver one spooled message; returns its new ledger state."""
+        row = self.ledger.get(ledger_id)
+        if row is None or row.key is None:
+            return LISTED
+        path = self.spool.path_for(ledger_id)
+        if not path.exists():
+            # Should not happen: the spool file is removed only after delivery.
+            reason = "The spooled copy of this message is missing from the data folder."
+            self.ledger.record_delivery(
+                ledger_id, outcomes=(), final_state=QUARANTINED, error=reason
+            )
+            self.emit(MessageQuarantined(mailbox.name, ledger_id, reason))
+            summary.quarantined += 1
+            return QUARANTINED
+        if head is None:
+            head = self.spool.read_head(ledger_id)
+        decision = self._decide(mailbox, head)
+        recipients = row.recipients
+        if not recipients:
+            if decision.quarantine:
+                self.ledger.set_route(ledger_id, recipients=(), route=decision.to_json())
+                self.ledger.record_delivery(
+                    ledger_id, outcomes=(), final_state=QUARANTINED, error=decision.quarantine
+                )
+                self.emit(MessageQuarantined(mailbox.name, ledger_id, decision.quarantine))
+                summary.quarantined += 1
+                return QUARANTINED
+            recipients = decision.recipients
+            self.ledger.set_route(ledger_id, recipients=recipients, route=decision.to_json())
+        done = self.ledger.recipient_states(ledger_id)
+        todo = tuple(r for r in recipients if done.get(r) is None or done[r].state != "accepted")
+        results: dict[str, RecipientResult] = {}
+        if todo:
+            _, head_len = split_header_block(head)
+            prepend = decision.trace_headers
+            skip = 0
+            if decision.new_header_block is not None:
+                prepend += decision.new_header_block
+                skip = head_len
+            job = DeliveryJob(
+                key=row.key,
+                path=path,
+                sender=row.envelope_from or "",
+                recipients=todo,
+                prepend=prepend,
+                skip=skip,
+            )
+            async with self._deliver_lock:
+                results = await self.target.deliver(job)
+        accepted = [r for r in recipients if r not in todo or results[r].status == "accepted"]
+        temporary = [results[r] for r in todo if results[r].status == "temporary"]
+        permanent = [results[r] for r in todo if results[r].status == "permanent"]
+        outcomes = [(r.recipient, r.status, r.reason) for r in results.values()]
+        if len(accepted) == len(recipients):
+            self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=DELIVERED)
+            self.spool.remove(ledger_id)
+            for r in todo:
+                summary.per_recipient[r] = summary.per_recipient.get(r, 0) + 1
+            summary.delivered += 1
+            self.emit(
+                MessageDelivered(
+                    mailbox.name,
+                    ledger_id,
+                    tuple(todo),
+                    sender=row.sender or "",
+                    subject=row.subject or "",
+                )
+            )
+            return DELIVERED
+        if temporary:
+            reason = temporary[0].reason
+            self.ledger.record_delivery(
+                ledger_id, outcomes=outcomes, final_state=None, error=reason
+            )
+            summary.deferred += 1
+            self.emit(MessageDeferred(mailbox.name, ledger_id, reason))
+            return SPOOLED
+        reason = "; ".join(r.reason for r in permanent)
+        self.ledger.record_delivery(
+            ledger_id, outcomes=outcomes, final_state=QUARANTINED, error=reason
+        )
+        summary.quarantined += 1
+        self.emit(MessageQuarantined(mailbox.name, ledger_id, reason))
+        return QUARANTINED
+
+    # -- quarantine ----------------------------------------------------------
+
+    async def retry_quarantined(
+        self, ledger_id: int, *, recipients: Sequence[str] | None = None
+    ) -> MailboxSummary:
+        """Deliver a quarantined message again (optionally to other recipients)."""
+        row = self.ledger.get(ledger_id)
+        if row is None or row.state != QUARANTINED:
+            raise PostbridgeError(f"Message {ledger_id} is not in quarantine.")
+        mailbox = next((m for m in self.config.mailboxes if m.name == row.source), None)
+        if mailbox is None:
+            if not recipients:
+                raise PostbridgeError(
+                    f"Message {ledger_id} came from mailbox “{row.source}”, which is no longer "
+                    "configured; deliver it to an explicit recipient instead."
+                )
+            mailbox = MailboxConfig(
+                name=row.source,
+                kind="user",
+                host="",
+                port=0,
+                security="none",
+                username="",
+                recipient=recipients[0],
+            )
+        self.ledger.requeue(ledger_id, recipients=recipients)
+        summary = MailboxSummary(mailbox=row.source)
+        await self._deliver(mailbox, ledger_id, summary)
+        return summary

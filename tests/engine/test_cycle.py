@@ -1,0 +1,358 @@
+"""The poll cycle against a fault-injecting fake POP3 server, delivering into Maildirs.
+
+Real servers are exercised in tests/interop; here the fake breaks things on
+purpose (a line dropped mid-RETR, garbage, a stall, a locked mailbox) and each
+test checks what a user would notice: a clear error, nothing lost, nothing
+delivered twice, and the next cycle finishing the job.
+"""
+
+from __future__ import annotations
+
+import email
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from postbridge.engine import config as configmod
+from postbridge.engine.cycle import Collector
+from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
+from postbridge.engine.events import Event, MessageDelivered, Notice
+from postbridge.engine.ledger import DELIVERED, QUARANTINED, SPOOLED
+from postbridge.engine.secrets import SecretStore
+from tests.fakes.pop3 import FakePop3Server
+
+PASSWORD = "secret"
+
+
+def make_message(n: int, *, size: int = 0, to: str = "alice@isp.example") -> bytes:
+    body = b"".join(b"line %d of message %d\r\n" % (i, n) for i in range(max(1, size // 24)))
+    return (
+        (
+            b"From: sender%d@outside.example\r\n"
+            b"To: %s\r\n"
+            b"Subject: message %d\r\n"
+            b"Message-ID: <m%d@test>\r\n"
+            b"\r\n" % (n, to.encode(), n, n)
+        )
+        + body
+        + b".dot line stays\r\n"
+    )
+
+
+def write_config(tmp_path: Path, port: int, **extra: object) -> configmod.Config:
+    lines = [
+        f'data_dir = "{tmp_path / "data"}"',
+        "[[mailbox]]",
+        'name = "alice"',
+        'kind = "user"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        'security = "none"',
+        "allow_plaintext_login = true",
+        'username = "alice"',
+        'recipient = "alice@example.com"',
+    ]
+    settings: dict[str, object] = {"timeout": 2, **extra}
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
+    path = tmp_path / "postbridge.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return configmod.load(path)
+
+
+def maildir_messages(config: configmod.Config, address: str) -> list[bytes]:
+    root = config.maildir_root / address
+    files = sorted((root / "new").glob("*")) + sorted((root / "cur").glob("*"))
+    return [f.read_bytes() for f in files]
+
+
+def message_ids(config: configmod.Config, address: str) -> list[str]:
+    return sorted(
+        str(email.message_from_bytes(data)["Message-ID"])
+        for data in maildir_messages(config, address)
+    )
+
+
+@pytest.fixture
+def secrets() -> SecretStore:
+    store = SecretStore()
+    store.set("alice", PASSWORD)
+    return store
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakePop3Server]:
+    async with FakePop3Server(
+        [make_message(i) for i in range(1, 6)], username="alice", password=PASSWORD
+    ) as srv:
+        yield srv
+
+
+async def test_collects_delivers_and_deletes(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    events: list[Event] = []
+    collector = Collector(config, secrets=secrets, events=events.append)
+    try:
+        result = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert result.ok
+    (summary,) = result.summaries
+    assert (summary.downloaded, summary.delivered, summary.removed) == (5, 5, 5)
+    assert summary.per_recipient == {"alice@example.com": 5}
+    assert server.remaining == []
+    assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]
+    delivered = [e for e in events if isinstance(e, MessageDelivered)]
+    assert len(delivered) == 5 and delivered[0].subject == "message 1"
+    # the message itself is unchanged, apart from our trace headers in front (LF in Maildir)
+    data = maildir_messages(config, "alice@example.com")[0]
+    assert data.endswith(make_message(1).replace(b"\r\n", b"\n"))
+    assert b"X-Postbridge-Original-To: alice" in data
+
+
+async def test_dropped_line_mid_retr_loses_nothing(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    server.drop_retr = {3: 40}
+    collector = Collector(config, secrets=secrets)
+    try:
+        first = await collector.run_cycle()
+        (summary,) = first.summaries
+        assert not first.ok
+        assert summary.error is not None and "connection" in summary.error.lower()
+        assert summary.delivered == 2
+        # nothing deleted: the session died before QUIT
+        assert len(server.remaining) == 5
+        server.drop_retr = {}
+        second = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert second.ok
+    assert server.remaining == []
+    assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]
+    assert not list((config.data_dir / "spool" / "tmp").glob("*.part"))
+
+
+@pytest.mark.parametrize(
+    ("knob", "words"),
+    [
+        ("garbage", "does not understand"),
+        ("stall", "stopped answering"),
+        ("in_use", "another program"),
+    ],
+)
+async def test_faults_give_clear_errors_then_recover(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore, knob: str, words: str
+) -> None:
+    config = write_config(tmp_path, server.port, timeout=1)
+    if knob == "garbage":
+        server.garbage = {"UIDL": b"HELLO THERE"}
+    elif knob == "stall":
+        server.stall = {"UIDL"}
+    else:
+        server.in_use = True
+    collector = Collector(config, secrets=secrets)
+    try:
+        first = await collector.run_cycle()
+        (summary,) = first.summaries
+        assert summary.error is not None and words in summary.error.lower(), summary.error
+        assert summary.error_transient
+        assert len(server.remaining) == 5
+        server.garbage, server.stall, server.in_use = {}, set(), False
+        second = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert second.ok, second.summaries
+    assert server.remaining == []
+    assert len(maildir_messages(config, "alice@example.com")) == 5
+
+
+async def test_wrong_password_names_the_account(tmp_path: Path, server: FakePop3Server) -> None:
+    config = write_config(tmp_path, server.port)
+    store = SecretStore()
+    store.set("alice", "wrong")
+    collector = Collector(config, secrets=store)
+    try:
+        result = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    (summary,) = result.summaries
+    assert summary.error is not None
+    assert "rejected the password" in summary.error and "alice" in summary.error
+    assert summary.error_needs_user
+    assert PASSWORD not in summary.error and "wrong" not in summary.error
+
+
+async def test_missing_password_says_how_to_set_it(tmp_path: Path, server: FakePop3Server) -> None:
+    config = write_config(tmp_path, server.port)
+    collector = Collector(config, secrets=SecretStore())
+    try:
+        result = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert "postbridge secret set alice" in (result.summaries[0].error or "")
+
+
+async def test_leave_on_server_downloads_once(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port, leave_on_server_days=3)
+    now = [1_000_000.0]
+    collector = Collector(config, secrets=secrets, clock=lambda: now[0])
+    try:
+        await collector.run_cycle()
+        second = await collector.run_cycle()
+        assert second.summaries[0].downloaded == 0
+        assert second.summaries[0].kept == 5
+        assert len(server.remaining) == 5
+        now[0] += 3 * 86400 + 1
+        third = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert third.summaries[0].removed == 5
+    assert server.remaining == []
+    assert len(maildir_messages(config, "alice@example.com")) == 5
+
+
+async def test_expire_zero_warns_when_leaving_on_server(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    async with FakePop3Server(
+        [make_message(1)], username="alice", password=PASSWORD, expire="0"
+    ) as srv:
+        config = write_config(tmp_path, srv.port, leave_on_server_days=2)
+        events: list[Event] = []
+        collector = Collector(config, secrets=secrets, events=events.append)
+        try:
+            await collector.run_cycle()
+        finally:
+            await collector.aclose()
+    notes = [e for e in events if isinstance(e, Notice)]
+    assert notes and "EXPIRE 0" in notes[0].text
+
+
+async def test_server_without_uidl_delivers_each_message_once(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    async with FakePop3Server(
+        [make_message(i) for i in range(1, 4)], username="alice", password=PASSWORD, uidl=False
+    ) as srv:
+        config = write_config(tmp_path, srv.port)
+        srv.quit_error = True  # deletions are not committed: the messages come back next time
+        collector = Collector(config, secrets=secrets)
+        try:
+            await collector.run_cycle()
+            assert len(srv.remaining) == 3
+            srv.quit_error = False
+            await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert srv.remaining == []
+    assert message_ids(config, "alice@example.com") == ["<m1@test>", "<m2@test>", "<m3@test>"]
+
+
+async def test_delete_batches_commit_with_quit(tmp_path: Path, secrets: SecretStore) -> None:
+    async with FakePop3Server(
+        [make_message(i) for i in range(1, 8)], username="alice", password=PASSWORD
+    ) as srv:
+        config = write_config(tmp_path, srv.port, delete_batch=3)
+        collector = Collector(config, secrets=secrets)
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert result.ok
+        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+        assert srv.remaining == []
+
+
+class FlakyTarget(DeliveryTarget):
+    """Answers with scripted statuses, records what it was asked to deliver."""
+
+    description = "scripted"
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.statuses = statuses
+        self.jobs: list[DeliveryJob] = []
+
+    async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        self.jobs.append(job)
+        status = self.statuses.pop(0) if self.statuses else "accepted"
+        return {
+            r: RecipientResult(r, status, f"scripted {status}")  # type: ignore[arg-type]
+            for r in job.recipients
+        }
+
+    async def check(self) -> str:
+        return "ok"
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_temporary_failure_keeps_message_until_delivered(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    target = FlakyTarget(["temporary"] * 5)
+    collector = Collector(config, secrets=secrets, target=target)
+    try:
+        first = await collector.run_cycle()
+        assert first.summaries[0].deferred == 5
+        assert len(server.remaining) == 5  # nothing deleted: nothing delivered
+        assert len(collector.ledger.in_state(SPOOLED)) == 5
+        second = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert second.summaries[0].delivered == 5
+    assert second.summaries[0].downloaded == 0  # delivered from the spool, not downloaded again
+    assert server.remaining == []
+    assert len(target.jobs) == 10
+    assert len({job.key for job in target.jobs}) == 5  # same key on retry
+
+
+async def test_permanent_failure_quarantines_and_retry_delivers(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    target = FlakyTarget(["permanent"] + ["accepted"] * 10)
+    collector = Collector(config, secrets=secrets, target=target)
+    try:
+        await collector.run_cycle()
+        (row,) = collector.ledger.in_state(QUARANTINED)
+        assert row.last_error == "scripted permanent"
+        assert server.remaining == []  # quarantined mail is safe in the spool
+        assert (config.data_dir / "spool" / f"{row.id}.eml").exists()
+        summary = await collector.retry_quarantined(row.id, recipients=["admin@example.com"])
+        assert summary.delivered == 1
+        again = collector.ledger.get(row.id)
+        assert again is not None and again.state == DELIVERED
+        assert target.jobs[-1].recipients == ("admin@example.com",)
+    finally:
+        await collector.aclose()
+
+
+async def test_stop_request_stops_after_current_message(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    collector: Collector
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, MessageDelivered) and event.ledger_id == 2:
+            collector.request_stop()
+
+    collector = Collector(config, secrets=secrets, events=on_event)
+    try:
+        first = await collector.run_cycle()
+        assert first.summaries[0].delivered == 2
+        assert "stopped" in (first.summaries[0].error or "")
+        second = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert second.ok
+    assert server.remaining == []
+    assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]
