@@ -15,7 +15,9 @@ from postbridge.engine.errors import (
     ServerPermanentError,
     ServerTemporaryError,
 )
+from postbridge.engine.pop3.auth import choose_method
 from postbridge.engine.pop3.client import LoginMethod
+from postbridge.engine.pop3.replies import Capabilities
 from tests.engine.pop3.conftest import Certs, ClientFactory
 from tests.fakes.pop3 import FakePop3Server, FakePop3Session
 
@@ -226,3 +228,39 @@ async def test_sasl_continuation_line_is_redacted(
     assert token[:40] not in caplog.text
     assert "C: AUTH PLAIN" in caplog.text
     assert "C: **REDACTED**" in caplog.text
+
+
+def choose(method: LoginMethod = "auto", **facts: Any) -> str:
+    options: dict[str, Any] = {
+        "capabilities": Capabilities(user=True, sasl=frozenset({"PLAIN"})),
+        "capa_supported": True,
+        "encrypted": True,
+        "apop_timestamp": "<1.2@isp>",
+        "allow_plaintext": False,
+        "host": "pop.isp.example",
+        "label": "office",
+    }
+    options.update(facts)
+    return choose_method(method, **options)
+
+
+def test_choose_method_table() -> None:
+    no_sasl = Capabilities(user=True)
+    nothing = Capabilities()
+    assert choose() == "plain"
+    assert choose(capabilities=no_sasl) == "user"
+    assert choose(capabilities=nothing) == "apop"
+    assert choose(capabilities=nothing, apop_timestamp=None) == "user"
+    assert choose(capabilities=nothing, capa_supported=False) == "user"
+    assert choose(encrypted=False) == "apop"
+    assert choose(encrypted=False, apop_timestamp=None, allow_plaintext=True) == "plain"
+    assert choose("user", encrypted=False, allow_plaintext=True) == "user"
+    assert choose("apop") == "apop"
+    with pytest.raises(InsecureLoginRefused, match=r"pop\.isp\.example"):
+        choose(encrypted=False, apop_timestamp=None)
+    with pytest.raises(InsecureLoginRefused):
+        choose("plain", encrypted=False)
+    with pytest.raises(AuthError, match="does not offer APOP"):
+        choose("apop", apop_timestamp=None)
+    with pytest.raises(ValueError):
+        choose("cram-md5")  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ from postbridge.engine.errors import (
     ProtocolError,
     ServerTemporaryError,
 )
-from postbridge.engine.pop3.client import READ_SIZE, Pop3Client
+from postbridge.engine.pop3.client import Pop3Client
+from postbridge.engine.pop3.connection import READ_SIZE
 from tests.engine.pop3.conftest import FAST_TIMEOUT, ClientFactory
 from tests.fakes.pop3 import FakePop3Server
 
