@@ -51,6 +51,7 @@ class FakeMailServer:
         self.commands: list[str] = []
         self.messages: list[tuple[str, list[str], bytes]] = []
         self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
     async def start(self) -> None:
@@ -61,6 +62,11 @@ class FakeMailServer:
         self._server.close()
         self.hang_up_all()
         await self._server.wait_closed()
+        # Let the handlers see the hang-up and finish, rather than be cancelled
+        # when the loop closes (asyncio logs that as an error).
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=2)
 
     def hang_up_all(self) -> None:
         for writer in self._writers:
@@ -69,6 +75,9 @@ class FakeMailServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.append(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.append(task)
         session = Session()
         try:
             if self.silent:
