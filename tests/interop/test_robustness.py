@@ -96,13 +96,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     # Dovecot notices the dropped connection and unlocks the mailbox within moments.
-    final = None
     for _attempt in range(5):
         final = subprocess.run(poll_command(config), capture_output=True, text=True, timeout=120)
         if final.returncode == 0:
             break
         time.sleep(1)
-    assert final is not None and final.returncode == 0, (seed, final.stdout, final.stderr)
+    assert final.returncode == 0, (seed, final.stdout, final.stderr)
     counts = delivered_ids(tmp_path / "data" / "Mail" / "alice@example.com")
     expected = {f"<crash-{i}@outside.example>" for i in range(MESSAGES)}
     missing = expected - set(counts)
