@@ -102,10 +102,6 @@ def check_address(address: str) -> None:
         raise ValueError(f"address contains a control character or angle bracket: {address!r}")
 
 
-def is_ascii(text: str) -> bool:
-    return text.isascii()
-
-
 class DataEncoder:
     """Turn a message (CRLF, as spooled) into SMTP DATA bytes, chunk by chunk.
 
