@@ -66,6 +66,8 @@ logger = logging.getLogger("postbridge.pop3")
 
 Security = Literal["tls", "starttls", "none"]
 
+_WARNED: set[tuple[str, str]] = set()
+
 DEFAULT_RETR_WINDOW = 16
 DEFAULT_DELE_WINDOW = 64
 
@@ -132,8 +134,10 @@ class Pop3Client:
             timeout=timeout,
             open_connection=open_connection or asyncio_open_connection,
         )
-        if security == "none" and allow_plaintext_login:
-            # Built insecurely on purpose: say so once, where it is configured.
+        if security == "none" and allow_plaintext_login and (host, self.label) not in _WARNED:
+            # Built insecurely on purpose: say so, once per mailbox and process
+            # (a client is built for every poll).
+            _WARNED.add((host, self.label))
             logger.warning(
                 "%s: passwords may be sent unencrypted to %s (plaintext login allowed)",
                 self.label,
