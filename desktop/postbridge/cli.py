@@ -319,7 +319,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 try:
                     _out("  Route:   " + RouteDecision.from_json(row.route).explain())
                 except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-                    _out("  Route:   (not readable)")
+                    _out("  Route:   " + row.route)  # a plain note (mail that came by ATRN)
             for state in ledger.recipient_states(row.id).values():
                 _out(f"  {state.address}: {state.state} {state.reason or ''}".rstrip())
             if row.last_error:

@@ -218,7 +218,7 @@ class Collector:
         summary = MailboxSummary(mailbox=mailbox.name)
         self.emit(MailboxStarted(mailbox.name))
         try:
-            await self._deliver_pending(mailbox, summary)
+            await self.deliver_pending(mailbox, summary)
             await self._collect(mailbox, summary)
         except PostbridgeError as exc:
             log.warning("%s: %s", mailbox.name, exc.describe())
@@ -437,7 +437,8 @@ class Collector:
 
     # -- delivery ----------------------------------------------------------
 
-    async def _deliver_pending(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
+    async def deliver_pending(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
+        """Deliver every message of ``mailbox.name`` that is spooled but not yet delivered."""
         for row in self.ledger.in_state(SPOOLED, source=mailbox.name):
             self._check_stop()
             await self._deliver(mailbox, row.id, summary)
@@ -537,6 +538,47 @@ class Collector:
         summary.quarantined += 1
         self.emit(MessageQuarantined(mailbox.name, ledger_id, reason))
         return QUARANTINED
+
+    # -- mail that arrives by SMTP (ATRN) --------------------------------------
+
+    def spool_inbound(
+        self,
+        *,
+        source: str,
+        data: bytes,
+        envelope_from: str,
+        recipients: Sequence[str],
+        route_note: str,
+    ) -> int:
+        """Make a message received over SMTP durable and routed; returns its ledger id.
+
+        Call this *before* acknowledging the DATA command: once it returns, the
+        message is in the spool (fsynced) and the ledger (committed), so a crash
+        afterwards loses nothing. ``recipients`` are the final local recipients
+        (the envelope recipients the caller accepted); ``route_note`` says in
+        words why. Deliver later with :meth:`deliver_pending` for a mailbox
+        whose ``name`` is ``source``.
+        """
+        uid = f"{int(self._clock())}-{pysecrets.token_hex(8)}"
+        ledger_id = self.ledger.add_listed(source, [(uid, len(data))])[uid]
+        writer = self.spool.writer(ledger_id)
+        try:
+            writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        spooled = writer.commit()
+        meta = metamod.extract(split_header_block(spooled.head)[0])
+        meta["envelope_from"] = envelope_from
+        key = f"{int(self._clock())}.pb{ledger_id}_{pysecrets.token_hex(4)}"
+        self.ledger.mark_spooled(
+            ledger_id, key=key, size=spooled.size, sha256=spooled.sha256, meta=meta
+        )
+        self.ledger.set_route(
+            ledger_id, recipients=list(dict.fromkeys(recipients)), route=route_note
+        )
+        self.ledger.mark_server(ids=[ledger_id], server=REMOVED)
+        return ledger_id
 
     # -- quarantine ----------------------------------------------------------
 
