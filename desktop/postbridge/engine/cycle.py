@@ -38,7 +38,7 @@ from typing import Any
 
 from postbridge.engine import meta as metamod
 from postbridge.engine.config import Config, MailboxConfig
-from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
+from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget
 from postbridge.engine.errors import Cancelled, PostbridgeError, ProtocolError
 from postbridge.engine.events import (
     CycleFinished,
@@ -68,13 +68,23 @@ from postbridge.engine.ledger import (
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import DataPaths
 from postbridge.engine.pop3.client import Pop3Client
-from postbridge.engine.routing.router import RouteDecision, route, split_header_block
+from postbridge.engine.routing.recipients import message_id
+from postbridge.engine.routing.router import (
+    REASON_HEADER,
+    RouteDecision,
+    header_line,
+    route,
+    split_header_block,
+)
 from postbridge.engine.secrets import SecretStore
 from postbridge.engine.spool import Spool, SpoolWriter
 
 log = logging.getLogger("postbridge.cycle")
 
 DAY = 86400.0
+# Copies of one message (same Message-ID and body) to the same recipient within this
+# window are delivered once; ISPs store one copy per recipient in a global mailbox.
+DUPLICATE_WINDOW = 7 * DAY
 
 
 def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -454,7 +464,14 @@ class Collector:
         *,
         head: bytes | None = None,
     ) -> str:
-        """Route and deliver one spooled message; returns its new ledger state."""
+        """Route and deliver one spooled message; returns its new ledger state.
+
+        Recipients the target accepts are never delivered to again. One it
+        refuses permanently is redirected to the mailbox's postmaster (with the
+        reason in a header) when one is configured; otherwise, or when the
+        postmaster is refused too, the message goes to quarantine. Anything
+        temporary keeps the message spooled for the next cycle.
+        """
         row = self.ledger.get(ledger_id)
         if row is None or row.key is None:
             return LISTED
@@ -462,82 +479,168 @@ class Collector:
         if not path.exists():
             # Should not happen: the spool file is removed only after delivery.
             reason = "The spooled copy of this message is missing from the data folder."
-            self.ledger.record_delivery(
-                ledger_id, outcomes=(), final_state=QUARANTINED, error=reason
-            )
-            self.emit(MessageQuarantined(mailbox.name, ledger_id, reason))
-            summary.quarantined += 1
-            return QUARANTINED
+            return self._finish(mailbox, row, summary, QUARANTINED, outcomes=(), error=reason)
         if head is None:
             head = self.spool.read_head(ledger_id)
         decision = self._decide(mailbox, head)
-        recipients = row.recipients
+        recipients = list(row.recipients)
         if not recipients:
             if decision.quarantine:
                 self.ledger.set_route(ledger_id, recipients=(), route=decision.to_json())
-                self.ledger.record_delivery(
-                    ledger_id, outcomes=(), final_state=QUARANTINED, error=decision.quarantine
+                return self._finish(
+                    mailbox, row, summary, QUARANTINED, outcomes=(), error=decision.quarantine
                 )
-                self.emit(MessageQuarantined(mailbox.name, ledger_id, decision.quarantine))
-                summary.quarantined += 1
-                return QUARANTINED
-            recipients = decision.recipients
+            recipients, duplicates = self._without_duplicates(
+                mailbox, decision, ledger_id, head, list(decision.recipients)
+            )
             self.ledger.set_route(ledger_id, recipients=recipients, route=decision.to_json())
-        done = self.ledger.recipient_states(ledger_id)
-        todo = tuple(r for r in recipients if done.get(r) is None or done[r].state != "accepted")
-        results: dict[str, RecipientResult] = {}
-        if todo:
-            _, head_len = split_header_block(head)
-            prepend = decision.trace_headers
-            skip = 0
-            if decision.new_header_block is not None:
-                prepend += decision.new_header_block
-                skip = head_len
-            job = DeliveryJob(
-                key=row.key,
-                path=path,
-                sender=row.envelope_from or "",
-                recipients=todo,
-                prepend=prepend,
-                skip=skip,
-            )
-            async with self._deliver_lock:
-                results = await self.target.deliver(job)
-        accepted = [r for r in recipients if r not in todo or results[r].status == "accepted"]
-        temporary = [results[r] for r in todo if results[r].status == "temporary"]
-        permanent = [results[r] for r in todo if results[r].status == "permanent"]
-        outcomes = [(r.recipient, r.status, r.reason) for r in results.values()]
-        if len(accepted) == len(recipients):
-            self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=DELIVERED)
-            self.spool.remove(ledger_id)
-            for r in todo:
-                summary.per_recipient[r] = summary.per_recipient.get(r, 0) + 1
-            summary.delivered += 1
-            self.emit(
-                MessageDelivered(
-                    mailbox.name,
-                    ledger_id,
-                    tuple(todo),
-                    sender=row.sender or "",
-                    subject=row.subject or "",
+            if not recipients:
+                why = "an identical copy (same Message-ID and body) was already delivered"
+                return self._finish(
+                    mailbox,
+                    row,
+                    summary,
+                    DELIVERED,
+                    outcomes=[(r, "duplicate", why) for r in duplicates],
+                    error=f"Not delivered again: {why}.",
                 )
-            )
-            return DELIVERED
-        if temporary:
-            reason = temporary[0].reason
-            self.ledger.record_delivery(
-                ledger_id, outcomes=outcomes, final_state=None, error=reason
-            )
+        _, head_len = split_header_block(head)
+        base = decision.trace_headers
+        skip = 0
+        if decision.new_header_block is not None:
+            base += decision.new_header_block
+            skip = head_len
+        postmaster = mailbox.postmaster
+        accepted_now: list[str] = []
+        # Bounded: round 2 only delivers the postmaster's copy of refused mail.
+        for _round in range(2):
+            states = self.ledger.recipient_states(ledger_id)
+            todo = [
+                r
+                for r in recipients
+                if r not in states or states[r].state not in ("accepted", "permanent")
+            ]
+            if not todo:
+                break
+            refused = [r for r in recipients if r in states and states[r].state == "permanent"]
+            jobs: list[tuple[tuple[str, ...], bytes]] = []
+            normal = tuple(r for r in todo if not (r == postmaster and refused))
+            if normal:
+                jobs.append((normal, base))
+            if postmaster in todo and refused:
+                reasons = "; ".join(states[r].reason or r for r in refused)
+                reason_line = header_line(
+                    REASON_HEADER, f"not deliverable to {', '.join(refused)}: {reasons}"
+                )
+                jobs.append(((postmaster,), reason_line + base))
+            outcomes: list[tuple[str, str, str]] = []
+            for job_recipients, prepend in jobs:
+                job = DeliveryJob(
+                    key=row.key if prepend is base else f"{row.key}-pm",
+                    path=path,
+                    sender=row.envelope_from or "",
+                    recipients=job_recipients,
+                    prepend=prepend,
+                    skip=skip,
+                )
+                async with self._deliver_lock:
+                    results = await self.target.deliver(job)
+                outcomes += [(r.recipient, r.status, r.reason) for r in results.values()]
+            self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=None)
+            accepted_now += [r for r, status, _ in outcomes if status == "accepted"]
+            newly_refused = [r for r, status, _ in outcomes if status == "permanent"]
+            if newly_refused and postmaster and postmaster not in recipients:
+                recipients.append(postmaster)
+                self.ledger.set_route(ledger_id, recipients=recipients, route=row.route or "")
+                continue
+            break
+        states = self.ledger.recipient_states(ledger_id)
+        waiting = [states[r] for r in recipients if states[r].state in ("pending", "temporary")]
+        failed = [states[r] for r in recipients if states[r].state == "permanent"]
+        rescued = (
+            bool(postmaster)
+            and states.get(postmaster) is not None
+            and (states[postmaster].state == "accepted")
+        )
+        self._count(summary, accepted_now)
+        if waiting:
+            reason = waiting[0].reason or "The office mail server asked to try again later."
+            self.ledger.record_delivery(ledger_id, outcomes=(), final_state=None, error=reason)
             summary.deferred += 1
             self.emit(MessageDeferred(mailbox.name, ledger_id, reason))
             return SPOOLED
-        reason = "; ".join(r.reason for r in permanent)
-        self.ledger.record_delivery(
-            ledger_id, outcomes=outcomes, final_state=QUARANTINED, error=reason
+        if failed and not rescued:
+            reason = "; ".join(s.reason or s.address for s in failed)
+            return self._finish(mailbox, row, summary, QUARANTINED, outcomes=(), error=reason)
+        note = None
+        if failed:
+            note = "Sent to the postmaster: " + "; ".join(s.reason or s.address for s in failed)
+        return self._finish(
+            mailbox, row, summary, DELIVERED, outcomes=(), error=note, delivered=accepted_now
         )
-        summary.quarantined += 1
-        self.emit(MessageQuarantined(mailbox.name, ledger_id, reason))
-        return QUARANTINED
+
+    @staticmethod
+    def _count(summary: MailboxSummary, accepted: Sequence[str]) -> None:
+        for r in accepted:
+            summary.per_recipient[r] = summary.per_recipient.get(r, 0) + 1
+
+    def _finish(
+        self,
+        mailbox: MailboxConfig,
+        row: Row,
+        summary: MailboxSummary,
+        state: str,
+        *,
+        outcomes: Sequence[tuple[str, str, str]],
+        error: str | None,
+        delivered: Sequence[str] = (),
+    ) -> str:
+        self.ledger.record_delivery(row.id, outcomes=outcomes, final_state=state, error=error)
+        if state == QUARANTINED:
+            summary.quarantined += 1
+            self.emit(MessageQuarantined(mailbox.name, row.id, error or ""))
+            return state
+        self.spool.remove(row.id)
+        summary.delivered += 1
+        self.emit(
+            MessageDelivered(
+                mailbox.name,
+                row.id,
+                tuple(delivered),
+                sender=row.sender or "",
+                subject=row.subject or "",
+            )
+        )
+        return state
+
+    def _without_duplicates(
+        self,
+        mailbox: MailboxConfig,
+        decision: RouteDecision,
+        ledger_id: int,
+        head: bytes,
+        recipients: list[str],
+    ) -> tuple[list[str], list[str]]:
+        """Drop recipients who already got this very message (ISPs that store one copy each).
+
+        Only for global mailboxes routed by To/Cc: with an envelope header each
+        copy names its own recipient and is delivered to that one alone.
+        """
+        if mailbox.kind != "global" or decision.envelope_header is not None:
+            return recipients, []
+        mid = message_id(head)
+        if not mid:
+            return recipients, []
+        body = self.spool.body_sha256(ledger_id, offset=split_header_block(head)[1])
+        since = self._clock() - DUPLICATE_WINDOW
+        seen = self.ledger.copies_seen(
+            message_id=mid, body_sha256=body, since=since, exclude=ledger_id
+        )
+        self.ledger.record_copies(
+            ledger_id, message_id=mid, body_sha256=body, recipients=recipients
+        )
+        keep = [r for r in recipients if r not in seen]
+        return keep, [r for r in recipients if r in seen]
 
     # -- mail that arrives by SMTP (ATRN) --------------------------------------
 

@@ -87,6 +87,17 @@ _MIGRATIONS: tuple[str, ...] = (
         last_error_at REAL
     );
     """,
+    # 2: copies of one message per recipient, for duplicate suppression in global mailboxes
+    """
+    CREATE TABLE copies (
+        message INTEGER NOT NULL REFERENCES messages (id),
+        message_id TEXT NOT NULL,
+        body_sha256 TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX copies_lookup ON copies (message_id, body_sha256);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -418,6 +429,28 @@ class Ledger:
             db.executemany(
                 "DELETE FROM messages WHERE source = ? AND uid = ? AND state = 'listed'",
                 [(source, u) for u in uids],
+            )
+
+    def copies_seen(
+        self, *, message_id: str, body_sha256: str, since: float, exclude: int
+    ) -> set[str]:
+        """Recipients that earlier messages with this Message-ID and body went to."""
+        rows = self._db.execute(
+            "SELECT recipient FROM copies WHERE message_id = ? AND body_sha256 = ? "
+            "AND at >= ? AND message != ?",
+            (message_id, body_sha256, since, exclude),
+        )
+        return {r["recipient"] for r in rows}
+
+    def record_copies(
+        self, message: int, *, message_id: str, body_sha256: str, recipients: Sequence[str]
+    ) -> None:
+        now = self._clock()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO copies (message, message_id, body_sha256, recipient, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(message, message_id, body_sha256, r, now) for r in recipients],
             )
 
     def set_status(self, mailbox: str, *, error: str | None) -> None:

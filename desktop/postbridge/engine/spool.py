@@ -150,6 +150,15 @@ class Spool:
         with open(self.path_for(ledger_id), "rb") as fh:
             return fh.read(limit)
 
+    def body_sha256(self, ledger_id: int, *, offset: int) -> str:
+        """SHA-256 of the message from ``offset`` on (its body), read in chunks."""
+        digest = hashlib.sha256()
+        with open(self.path_for(ledger_id), "rb") as fh:
+            fh.seek(offset)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def remove(self, ledger_id: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path_for(ledger_id).unlink()

@@ -277,6 +277,10 @@ def _header_line(name: str, value: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 
+#: Public name for the cycle, which adds a reason header to a postmaster's copy.
+header_line = _header_line
+
+
 def _rewritten_block(block: HeaderBlock) -> tuple[bytes | None, list[str]]:
     """Rename Delivered-To lines, drop a BOM or mbox From line; None if nothing changes."""
     renamed = block.named("Delivered-To")
