@@ -3,7 +3,7 @@ duplicate copies suppressed, quarantine when nobody can take a message."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ class RecordingTarget(DeliveryTarget):
 
     description = "recording"
 
-    def __init__(self, *, refuse: set[str] = frozenset(), defer: set[str] = frozenset()) -> None:
+    def __init__(self, *, refuse: Iterable[str] = (), defer: Iterable[str] = ()) -> None:
         self.refuse = set(refuse)
         self.defer = set(defer)
         self.jobs: list[DeliveryJob] = []
