@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     poll = sub.add_parser("poll", help="collect mail now")
     poll.add_argument("--once", action="store_true", help="run one cycle and exit (the default)")
     poll.add_argument("--mailbox", action="append", metavar="NAME", help="only this mailbox")
+    poll.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show where each message would go; deliver and delete nothing",
+    )
+
+    suggest = sub.add_parser(
+        "suggest-envelope", help="say which envelope header the ISP writes (global mailboxes)"
+    )
+    suggest.add_argument("mailbox", metavar="MAILBOX")
+    suggest.add_argument("--count", type=int, default=20, help="how many recent messages to read")
 
     sub.add_parser("run", help="poll on the configured interval until stopped (headless)")
     sub.add_parser("check", help="test every connection and login without changing anything")
@@ -146,10 +157,44 @@ def cmd_poll(args: argparse.Namespace) -> int:
     if args.mailbox:
         for name in args.mailbox:
             config.mailbox(name)
+    if args.dry_run:
+        return asyncio.run(_dry_run(config, args.mailbox))
     finished = asyncio.run(_poll(config, args.mailbox))
     for summary in finished.summaries:
         _out(_summary_line(summary))
     return EXIT_OK if finished.ok else EXIT_FAILED
+
+
+async def _dry_run(config: configmod.Config, mailboxes: Sequence[str] | None) -> int:
+    from postbridge.engine.cycle import Collector
+    from postbridge.engine.preview import dry_run
+
+    factory = Collector.pop3_for
+    items = await dry_run(config, mailboxes=mailboxes, secrets=SecretStore(), factory=factory)
+    if not items:
+        _out("No messages are waiting at the ISP.")
+    for item in items:
+        _out(item.describe())
+    _out(f"Dry run: {len(items)} messages examined; nothing was delivered or deleted.")
+    return EXIT_OK
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from postbridge.engine.cycle import Collector
+    from postbridge.engine.preview import suggest
+
+    config = _load(args)
+    result = asyncio.run(
+        suggest(
+            config,
+            args.mailbox,
+            secrets=SecretStore(),
+            factory=Collector.pop3_for,
+            count=args.count,
+        )
+    )
+    _out(result.explain())
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -186,20 +231,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _check(config: configmod.Config, secrets: SecretStore) -> bool:
-    from postbridge.engine.cycle import make_ssl_context, make_target
-    from postbridge.engine.pop3.client import Pop3Client
+    from postbridge.engine.cycle import Collector, make_target
 
     ok = True
     for mailbox in config.mailboxes:
-        client = Pop3Client(
-            host=mailbox.host,
-            port=mailbox.port,
-            security=mailbox.security,
-            ssl_context=make_ssl_context(mailbox.ca_file),
-            timeout=min(mailbox.timeout, 30.0),
-            allow_plaintext_login=mailbox.allow_plaintext_login,
-            label=mailbox.name,
-        )
+        client = Collector.pop3_for(mailbox)
         try:
             password = secrets.require(mailbox.secret_account)
             await client.connect()
@@ -382,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "secret": cmd_secret,
         "quarantine": cmd_quarantine,
         "history": cmd_history,
+        "suggest-envelope": cmd_suggest,
     }
     try:
         if args.command is None:
@@ -398,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("Stopped.")
         return EXIT_FAILED
+    finally:
+        logsetup.shutdown()
 
 
 if __name__ == "__main__":

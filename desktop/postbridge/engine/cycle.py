@@ -163,6 +163,11 @@ class Collector:
     # -- set-up ------------------------------------------------------------
 
     def _default_pop3(self, mailbox: MailboxConfig) -> Pop3Client:
+        return self.pop3_for(mailbox)
+
+    @staticmethod
+    def pop3_for(mailbox: MailboxConfig) -> Pop3Client:
+        """A POP3 client for ``mailbox`` with its security settings."""
         return Pop3Client(
             host=mailbox.host,
             port=mailbox.port,

@@ -29,8 +29,9 @@ def setup(log_dir: Path | None, *, verbose: bool = False) -> Path | None:
     """Log to ``<log_dir>/postbridge.log`` (rotated) and WARNING+ to stderr (DEBUG if verbose)."""
     root = logging.getLogger("postbridge")
     root.setLevel(logging.DEBUG)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     redactor = RedactingFilter()
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -54,3 +55,11 @@ def setup(log_dir: Path | None, *, verbose: bool = False) -> Path | None:
         except OSError:
             log_file = None
     return log_file
+
+
+def shutdown() -> None:
+    """Close the handlers :func:`setup` installed (end of a CLI command)."""
+    root = logging.getLogger("postbridge")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
