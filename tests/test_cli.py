@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +218,32 @@ def test_quarantine_list_retry_and_history(
     assert len(list((tmp_path / "data" / "Mail" / "admin@example.com" / "new").iterdir())) == 1
     code, out, _ = run(capsys, "--config", str(path), "quarantine", "list")
     assert "The quarantine is empty." in out
+
+
+def test_run_polls_until_sigterm(tmp_path: Path) -> None:
+    """``postbridge run`` (headless service): polls at once, then stops cleanly on SIGTERM."""
+    server = FakePop3Server([message(i) for i in range(1, 4)], username="alice", password=PASSWORD)
+    _, stop = run_in_thread(server)
+    try:
+        SecretStore().set("alice", PASSWORD)
+        config = write_config(tmp_path, server.port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "postbridge", "--config", str(config), "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        maildir = tmp_path / "data" / "Mail" / "alice@example.com" / "new"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            maildir.is_dir() and len(list(maildir.iterdir())) == 3
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        stop()
+    assert proc.returncode == 0, err
+    assert "3 delivered" in out
+    assert len(list(maildir.iterdir())) == 3
+    assert server.remaining == []
