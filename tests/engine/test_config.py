@@ -136,3 +136,94 @@ def test_env_selects_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     path = write(tmp_path, "")
     monkeypatch.setenv("POSTBRIDGE_CONFIG", str(path))
     assert configmod.load().path == path
+
+
+# -- [signal] ---------------------------------------------------------------------------------
+
+SIGNAL = """
+[signal]
+kind = "{kind}"
+host = "mail.isp.example"
+domains = ["Example.com", "example.org"]
+username = "example.com"
+"""
+
+
+def test_no_signal_section_means_no_signal(tmp_path: Path) -> None:
+    assert configmod.load(write(tmp_path, "")).signal is None
+
+
+@pytest.mark.parametrize(("kind", "port"), [("etrn", 25), ("atrn", 366)])
+def test_signal_defaults(tmp_path: Path, kind: str, port: int) -> None:
+    cfg = configmod.load(write(tmp_path, SIGNAL.format(kind=kind)))
+    sig = cfg.signal
+    assert sig is not None and sig.enabled
+    assert sig.kind == kind and sig.port == port
+    assert sig.security == "starttls" and sig.when == "before-poll"
+    assert sig.domains == ("example.com", "example.org")
+    assert sig.timeout == 60 and sig.ca_file is None
+    assert sig.secret_account == "signal"
+
+
+def test_signal_round_trip_through_save(tmp_path: Path) -> None:
+    text = SIGNAL.format(kind="atrn") + (
+        'security = "tls"\nport = 1366\nwhen = "interval"\ninterval_minutes = 5\n'
+        "timeout = 20\nallow_plaintext_login = true\n"
+        f'ca_file = "{tmp_path / "ca.pem"}"\n'
+    )
+    (tmp_path / "ca.pem").write_text("not read at load time")
+    cfg = configmod.load(write(tmp_path, text))
+    out = configmod.save(cfg, tmp_path / "copy.toml")
+    again = configmod.load(out)
+    assert again.signal == cfg.signal
+    assert again.signal is not None and again.signal.port == 1366
+    assert "password" not in out.read_text()
+
+
+def test_signal_none_keeps_its_settings(tmp_path: Path) -> None:
+    cfg = configmod.load(write(tmp_path, SIGNAL.format(kind="none")))
+    assert cfg.signal is not None and not cfg.signal.enabled
+    again = configmod.load(configmod.save(cfg, tmp_path / "copy.toml"))
+    assert again.signal == cfg.signal
+
+
+def test_etrn_accepts_the_rfc_1985_forms(tmp_path: Path) -> None:
+    text = '[signal]\nkind = "etrn"\nhost = "h"\ndomains = ["@example.com", "#office"]\n'
+    sig = configmod.load(write(tmp_path, text)).signal
+    assert sig is not None and sig.domains == ("@example.com", "#office")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[signal]\nkind = "turn"\n', '"none", "etrn", "atrn"'),
+        ('[signal]\nkind = "etrn"\ndomains = ["example.com"]\n', "key “host” is missing"),
+        ('[signal]\nkind = "etrn"\nhost = "h"\n', "must list the domains"),
+        ('[signal]\nkind = "etrn"\nhost = "h"\ndomains = "example.com"\n', "must list"),
+        ('[signal]\nkind = "etrn"\nhost = "h"\ndomains = ["exa mple"]\n', "not a domain name"),
+        ('[signal]\nkind = "atrn"\nhost = "h"\ndomains = ["example.com"]\n', "username"),
+        (
+            '[signal]\nkind = "atrn"\nhost = "h"\nusername = "u"\ndomains = ["@example.com"]\n',
+            "ATRN takes plain domain names",
+        ),
+        (
+            '[signal]\nkind = "etrn"\nhost = "h"\ndomains = ["example.com"]\nwhen = "always"\n',
+            '"before-poll", "interval"',
+        ),
+        (
+            '[signal]\nkind = "etrn"\nhost = "h"\ndomains = ["example.com"]\nport = 70000\n',
+            "port",
+        ),
+        (
+            '[signal]\nkind = "etrn"\nhost = "h"\ndomains = ["example.com"]\ndomain = "x"\n',
+            "did you mean “domains”",
+        ),
+        ('signal = "etrn"\n', "[signal] must be a table"),
+    ],
+)
+def test_signal_errors_name_file_key_and_fix(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        configmod.load(path)
+    assert str(path) in str(info.value)
+    assert words in str(info.value)

@@ -31,6 +31,8 @@ SECURITY_VALUES: tuple[Security, ...] = ("tls", "starttls", "none")
 DeliveryKind = Literal["maildir", "smtp", "lmtp"]
 MailboxKind = Literal["user", "global"]
 LoginMethod = Literal["auto", "user", "apop", "plain"]
+SignalKind = Literal["none", "etrn", "atrn"]
+SignalWhen = Literal["before-poll", "interval"]
 ENVELOPE_HEADERS = (
     "auto",
     "none",
@@ -99,6 +101,38 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class SignalConfig:
+    """The online signal that makes the ISP release the mail it holds for the office.
+
+    ``etrn`` (RFC 1985): the ISP then delivers to the office server by itself.
+    ``atrn`` (RFC 2645, On-Demand Mail Relay): Postbridge logs in (password in
+    the keyring under ``signal``) and the ISP delivers down the same connection.
+    ``when``: "before-poll" sends it at the start of every poll cycle;
+    "interval" sends it on its own timer (``interval_minutes``, 0 = the
+    [schedule] interval) in ``postbridge run`` and the app, not in ``poll``.
+    """
+
+    kind: SignalKind = "none"
+    host: str = ""
+    port: int = 0
+    security: Security = "starttls"
+    domains: tuple[str, ...] = ()
+    username: str = ""
+    ca_file: Path | None = None
+    when: SignalWhen = "before-poll"
+    allow_plaintext_login: bool = False
+    timeout: float = 60.0
+    interval_minutes: int = 0
+    watch_seconds: float = 0.0  # etrn + maildir target: watch it this long for arrivals
+
+    secret_account = "signal"
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -106,6 +140,7 @@ class Config:
     mailboxes: tuple[MailboxConfig, ...]
     schedule: ScheduleConfig = ScheduleConfig()
     data_dir_explicit: bool = False
+    signal: SignalConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mailbox in self.mailboxes:
@@ -317,6 +352,56 @@ def _load_mailbox(path: Path, index: int, data: Any) -> MailboxConfig:
     return cfg
 
 
+def _signal_domains(s: _Section, kind: str) -> tuple[str, ...]:
+    domains = s.get("domains", [])
+    example = 'domains = ["example.com"]'
+    if not isinstance(domains, list) or (kind != "none" and not domains):
+        s.fail("domains", f"must list the domains whose mail the ISP holds, e.g. {example}")
+    result: list[str] = []
+    for domain in cast(list[Any], domains):
+        # RFC 1985 §3: "ETRN @example.com" includes subdomains, "ETRN #queue" names a queue.
+        bare = domain[1:] if isinstance(domain, str) and domain[:1] in "@#" else domain
+        if kind == "atrn" and bare is not domain:
+            s.fail("domains", f"contains {domain!r}; ATRN takes plain domain names")
+        if not isinstance(bare, str) or not _DOMAIN_RE.match(bare):
+            s.fail("domains", f"contains {domain!r}, which is not a domain name")
+        result.append(cast(str, domain).lower())
+    return tuple(dict.fromkeys(result))
+
+
+def _load_signal(path: Path, data: Any) -> SignalConfig:
+    s = _Section(path, "[signal]", data)
+    kind = cast(SignalKind, s.choice("kind", ("none", "etrn", "atrn"), "none"))
+    host = s.str_("host", "")
+    if kind != "none" and not host:
+        s.fail(
+            "host", 'is missing or empty; name the ISP\'s server, e.g. host = "mail.isp.example"'
+        )
+    domains = _signal_domains(s, kind)
+    username = s.str_("username", "")
+    if kind == "atrn" and not username:
+        s.fail(
+            "username",
+            'is needed for ATRN (the ISP\'s login, often the domain): username = "example.com"',
+        )
+    cfg = SignalConfig(
+        kind=kind,
+        host=host,
+        port=s.int_("port", 366 if kind == "atrn" else 25, low=1, high=65535),
+        security=cast(Security, s.choice("security", SECURITY_VALUES, "starttls")),
+        domains=domains,
+        username=username,
+        ca_file=s.path_("ca_file", must_exist=True),
+        when=cast(SignalWhen, s.choice("when", ("before-poll", "interval"), "before-poll")),
+        allow_plaintext_login=s.bool_("allow_plaintext_login", False),
+        timeout=s.float_("timeout", 60.0, low=1, high=3600),
+        interval_minutes=s.int_("interval_minutes", 0, low=0, high=1440),
+        watch_seconds=s.float_("watch_seconds", 0.0, low=0, high=600),
+    )
+    s.finish()
+    return cfg
+
+
 def parse(text: str, *, path: Path) -> Config:
     try:
         data = tomllib.loads(text)
@@ -343,6 +428,7 @@ def parse(text: str, *, path: Path) -> Config:
     sched = _Section(path, "[schedule]", top.get("schedule", {}))
     schedule = ScheduleConfig(interval_minutes=sched.int_("interval_minutes", 15, low=1, high=1440))
     sched.finish()
+    signal = _load_signal(path, top.get("signal")) if top.has("signal") else None
     top.finish()
     return Config(
         path=path,
@@ -351,6 +437,7 @@ def parse(text: str, *, path: Path) -> Config:
         mailboxes=mailboxes,
         schedule=schedule,
         data_dir_explicit=data_dir_value is not None,
+        signal=signal,
     )
 
 
@@ -391,6 +478,8 @@ def to_dict(config: Config) -> dict[str, Any]:
             delivery["allow_plaintext_login"] = True
     out["delivery"] = delivery
     out["schedule"] = {"interval_minutes": config.schedule.interval_minutes}
+    if config.signal is not None:
+        out["signal"] = _signal_dict(config.signal)
     boxes = []
     for m in config.mailboxes:
         box: dict[str, Any] = {
@@ -425,6 +514,27 @@ def to_dict(config: Config) -> dict[str, Any]:
     return out
 
 
+def _signal_dict(sig: SignalConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": sig.kind}
+    if sig.host:
+        out["host"] = sig.host
+    out.update(port=sig.port, security=sig.security, domains=list(sig.domains))
+    if sig.username:
+        out["username"] = sig.username
+    if sig.ca_file:
+        out["ca_file"] = str(sig.ca_file)
+    out["when"] = sig.when
+    if sig.allow_plaintext_login:
+        out["allow_plaintext_login"] = True
+    if sig.timeout != 60.0:
+        out["timeout"] = sig.timeout
+    if sig.interval_minutes:
+        out["interval_minutes"] = sig.interval_minutes
+    if sig.watch_seconds:
+        out["watch_seconds"] = sig.watch_seconds
+    return out
+
+
 def save(config: Config, path: Path | None = None) -> Path:
     """Write the config atomically (temp file, fsync, rename)."""
     path = path or config.path
@@ -445,6 +555,7 @@ __all__ = [
     "DeliveryConfig",
     "MailboxConfig",
     "ScheduleConfig",
+    "SignalConfig",
     "default_config_file",
     "load",
     "parse",

@@ -27,6 +27,7 @@ deleted (or, with leave-on-server, downloaded again and discarded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets as pysecrets
 import ssl
@@ -53,6 +54,7 @@ from postbridge.engine.events import (
     MessagesListed,
     MessageSpooled,
     Notice,
+    SignalSummary,
     ignore_events,
 )
 from postbridge.engine.ledger import (
@@ -67,6 +69,7 @@ from postbridge.engine.ledger import (
 )
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import DataPaths
+from postbridge.engine.pipeline import Pipeline
 from postbridge.engine.pop3.client import Pop3Client
 from postbridge.engine.routing.recipients import message_id
 from postbridge.engine.routing.router import (
@@ -77,7 +80,8 @@ from postbridge.engine.routing.router import (
     split_header_block,
 )
 from postbridge.engine.secrets import SecretStore
-from postbridge.engine.spool import Spool, SpoolWriter
+from postbridge.engine.signals import failed_signal, send_signal, signal_before_poll
+from postbridge.engine.spool import Spool, SpooledFile, SpoolWriter
 
 log = logging.getLogger("postbridge.cycle")
 
@@ -85,6 +89,9 @@ DAY = 86400.0
 # Copies of one message (same Message-ID and body) to the same recipient within this
 # window are delivered once; ISPs store one copy per recipient in a global mailbox.
 DUPLICATE_WINDOW = 7 * DAY
+# Downloaded messages that may wait for delivery while the next ones download
+# (pipeline.py). Each holds a spool file and at most its first 256 KB in memory.
+PIPELINE_DEPTH = 32
 
 
 def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -213,12 +220,35 @@ class Collector:
             return finished
         try:
             self.spool.clean_partial()
+            if not mailboxes and signal_before_poll(self.config):
+                await self._send_signal()  # ETRN/ATRN first; its outcome is a SignalFinished
             results = await asyncio.gather(*(self._run_mailbox(m) for m in selected))
         finally:
             lock.release()
         finished = CycleFinished(tuple(results))
         self.emit(finished)
         return finished
+
+    async def run_signal(self) -> SignalSummary:
+        """Send the configured online signal (ETRN/ATRN) once, holding the data lock.
+
+        Raises ConfigError when no signal is configured; every other failure is
+        in the summary's ``error``.
+        """
+        self.stop_requested = False
+        lock = DataLock(self.paths.lock)
+        try:
+            lock.acquire()
+        except PostbridgeError as exc:
+            return failed_signal(self.config, exc, events=self.emit)
+        try:
+            self.spool.clean_partial()
+            return await self._send_signal()
+        finally:
+            lock.release()
+
+    async def _send_signal(self) -> SignalSummary:
+        return await send_signal(self.config, host=self, secrets=self.secrets, events=self.emit)
 
     @staticmethod
     def _failed_summary(name: str, exc: PostbridgeError) -> MailboxSummary:
@@ -351,9 +381,22 @@ class Collector:
             writers[num] = writer
             return writer
 
+        async def deliver(item: tuple[int, asyncio.Future[SpooledFile]]) -> None:
+            num, committing = item
+            spooled = await committing
+            await self._after_spool(
+                session, num, session.ids[num], spooled.size, spooled.sha256, spooled.head
+            )
+
+        # The next messages download while this one is made durable and delivered;
+        # deliveries stay in order, one at a time.
+        pipeline: Pipeline[tuple[int, asyncio.Future[SpooledFile]]]
+        pipeline = Pipeline(deliver, depth=PIPELINE_DEPTH)
+
         async def on_complete(num: int, sink: Any) -> None:
             writer = writers.pop(num)
-            await self._spooled(session, num, writer)
+            # The spool fsync runs in a worker thread, beside the download.
+            await pipeline.put((num, asyncio.ensure_future(asyncio.to_thread(writer.commit))))
 
         def on_error(num: int, error: PostbridgeError) -> None:
             writer = writers.pop(num, None)
@@ -363,12 +406,22 @@ class Collector:
             self.ledger.forget_listed(mailbox.name, [uidls[num]])
 
         try:
-            await client.retr_many(
-                batch, open_sink=open_sink, on_complete=on_complete, on_error=on_error
-            )
+            try:
+                await client.retr_many(
+                    batch, open_sink=open_sink, on_complete=on_complete, on_error=on_error
+                )
+            except PostbridgeError:
+                # Complete downloads are delivered even when the line dropped after them.
+                await pipeline.finish()
+                raise
+            await pipeline.finish()
         finally:
             for writer in writers.values():
                 writer.abort()
+            for _num, committing in await pipeline.close():
+                # Never delivered (a step failed first): the message stays at the ISP.
+                with contextlib.suppress(Exception):
+                    (await committing).path.unlink(missing_ok=True)
         return len(fetch) > len(batch)
 
     async def _session_without_uidl(
@@ -416,12 +469,6 @@ class Collector:
             for writer in writers.values():
                 writer.abort()
         return len(sizes) > len(nums) and bool(session.deletable)
-
-    async def _spooled(self, session: _Session, num: int, writer: SpoolWriter) -> None:
-        spooled = writer.commit()
-        await self._after_spool(
-            session, num, session.ids[num], spooled.size, spooled.sha256, spooled.head
-        )
 
     async def _after_spool(
         self,

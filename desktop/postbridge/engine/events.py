@@ -114,3 +114,52 @@ EventSink = Callable[[Event], None]
 
 def ignore_events(event: Event) -> None:
     """An event sink that discards everything (the default)."""
+
+
+# -- the online signal (ETRN / ATRN) ---------------------------------------------------
+
+
+@dataclass
+class SignalSummary:
+    """What one online signal did; the CLI prints ``words``, the tray notifies from it.
+
+    ``domains`` holds the ISP's answer per domain in words (ETRN answers each
+    domain on its own); ``reply`` the ISP's answer to ATRN. ``arrived`` counts
+    messages received over ATRN and stored, ``refused`` the recipients outside
+    the requested domains that were turned away; ``delivery`` is what became
+    of the arrivals (source ``signal``). ``watched`` counts messages seen
+    arriving in the Maildir target after ETRN (None when it was not watched).
+    """
+
+    kind: str
+    server: str
+    words: str = ""
+    domains: dict[str, str] = field(default_factory=dict)
+    reply: str = ""
+    no_mail: bool = False
+    arrived: int = 0
+    refused: tuple[str, ...] = ()
+    watched: int | None = None
+    delivery: MailboxSummary = field(default_factory=lambda: MailboxSummary(mailbox="signal"))
+    error: str | None = None
+    error_transient: bool = False
+    error_needs_user: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class SignalStarted(Event):
+    kind: str
+    server: str
+
+
+@dataclass(frozen=True)
+class SignalFinished(Event):
+    summary: SignalSummary
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.ok

@@ -8,7 +8,7 @@ sends one per accepted recipient (a long-open CPython bug), which would lose
 exactly the per-recipient outcome LMTP exists for. Our client reads them all.
 
 What it does: EHLO/LHLO, STARTTLS (RFC 3207) or implicit TLS with certificate
-verification, AUTH PLAIN/LOGIN (never over plain text unless allowed), ESMTP
+verification, AUTH PLAIN/LOGIN/CRAM-MD5 (never over plain text unless allowed), ESMTP
 PIPELINING (RFC 2920: MAIL and all RCPTs in one write), SIZE (RFC 1870),
 BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), multi-line replies, a timeout
 on every read and write, and one connection kept open across messages (RSET
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -361,7 +362,24 @@ class SmtpClient:
             )
         offered = auth_mechanisms(self.extensions)
         user, secret = username.encode("utf-8"), password.encode("utf-8")
-        if "PLAIN" in offered:
+        if "CRAM-MD5" in offered and (self.tls_version is None or not {"PLAIN", "LOGIN"} & offered):
+            # RFC 2195: only a keyed digest of the server's challenge goes over the line,
+            # so it comes first on an unencrypted connection.
+            reply = await self._command("AUTH CRAM-MD5", secret=True)
+            if reply.code == 334:
+                try:
+                    challenge = base64.b64decode(reply.text.encode("ascii"))
+                except (ValueError, UnicodeEncodeError) as error:
+                    await self._command("*", secret=True)  # RFC 4954 §4: cancel
+                    raise ProtocolError(
+                        f"The {self.server} at {self.where} sent a CRAM-MD5 challenge "
+                        "Postbridge does not understand.",
+                        detail=str(error),
+                    ) from error
+                digest = hmac.new(secret, challenge, "md5").hexdigest().encode("ascii")
+                token = base64.b64encode(user + b" " + digest).decode("ascii")
+                reply = await self._command(token, secret=True)
+        elif "PLAIN" in offered:
             # RFC 4616: authzid NUL authcid NUL passwd, as an initial response (RFC 4954 §4).
             token = base64.b64encode(b"\0" + user + b"\0" + secret).decode("ascii")
             reply = await self._command(f"AUTH PLAIN {token}", secret=True)
@@ -376,7 +394,7 @@ class SmtpClient:
         else:
             raise AuthError(
                 f"The {self.server} at {self.where} does not offer a login method Postbridge "
-                "supports (PLAIN or LOGIN).",
+                "supports (PLAIN, LOGIN or CRAM-MD5).",
                 detail=f"AUTH {self.extensions.get('AUTH', '(not offered)')}",
             )
         if reply.code == 235:
@@ -418,6 +436,20 @@ class SmtpClient:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.transport.abort()
+
+    def detach(self) -> tuple[asyncio.StreamWriter, bytes]:
+        """Hand the open connection over; returns its writer and the bytes read but unused.
+
+        For ATRN (RFC 2645), where the roles reverse on the same (TLS) connection:
+        the caller sets its own protocol on ``writer.transport``, and must keep
+        the writer referenced until that transport is closed (a StreamWriter
+        closes its transport when garbage-collected). This client forgets both.
+        """
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None or writer.is_closing():
+            raise NetworkError(f"The connection to the {self.server} at {self.where} is closed.")
+        self._reader, self._writer = None, None
+        return writer, bytes(getattr(reader, "_buffer", b""))
 
     # -- I/O -------------------------------------------------------------------
 
@@ -466,6 +498,10 @@ class SmtpClient:
             f"The {self.server} at {self.where} sent an endless answer.",
             detail=f"more than {MAX_REPLY_LINES} reply lines",
         )
+
+    async def command(self, line: str) -> Reply:
+        """Send one command line on the open connection and read its reply (ETRN, ATRN)."""
+        return await self._command(line)
 
     async def _command(self, line: str, *, secret: bool = False) -> Reply:
         await self._send_lines([line], secret=secret)
