@@ -7,6 +7,8 @@ Server fixtures (tests/servers/):
 - ``postfix_office`` (function view of a session server): one private Postfix for the session
   (start ~0.4 s), reset before each test: queue drained, Maildirs emptied, default users
   (alice/bob/carol@example.com) only, no deferrals.
+- ``postfix_isp`` (function): a fresh private Postfix playing the ISP that holds mail for
+  example.com (and held.test) until ETRN, then relays it to ``postfix_office``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from tests.servers import require_server
 from tests.servers.certs import Certificates, make_certificates
 from tests.servers.common import make_root, remove_tree, tail
 from tests.servers.dovecot import Dovecot
-from tests.servers.postfix import PostfixOffice
+from tests.servers.postfix import PostfixIsp, PostfixOffice
 
 # Before anything imports Qt or keyring: no display, and never the desktop's real keyring.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["PYTHON_KEYRING_BACKEND"] = "keyrings.alt.file.PlaintextKeyring"
 
-_SERVER_FIXTURES = ("dovecot", "postfix_office")
+_SERVER_FIXTURES = ("dovecot", "postfix_office", "postfix_isp")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -114,3 +116,13 @@ def _postfix_office_server(certificates: Certificates) -> Iterator[PostfixOffice
 def postfix_office(_postfix_office_server: PostfixOffice) -> PostfixOffice:
     _postfix_office_server.reset()
     return _postfix_office_server
+
+
+@pytest.fixture
+def postfix_isp(certificates: Certificates, postfix_office: PostfixOffice) -> Iterator[PostfixIsp]:
+    server = PostfixIsp(certificates=certificates, office_port=postfix_office.smtp_port)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -1,4 +1,4 @@
-"""A private Postfix for the tests: today the office mail server, later also an ISP for ETRN.
+"""A private Postfix for the tests: the office mail server, and an ISP that holds mail for ETRN.
 
 Postbridge hands mail to the office server by SMTP, so its delivery code is tested against a
 real Postfix: own ``main.cf``/``master.cf`` built by :class:`PostfixConfig`, queue and logs in a
@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import signal
+import smtplib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,31 @@ def office_role(config: PostfixConfig, *, domains: tuple[str, ...], mail_user: M
         }
     )
     config.services.append("virtual   unix  -       n       n       -       -       virtual")
+
+
+def isp_role(
+    config: PostfixConfig,
+    *,
+    held: tuple[str, ...],
+    unflushed: tuple[str, ...],
+) -> None:
+    """Relay mail for ``held`` + ``unflushed`` to the office, but only when told to (ETRN).
+
+    Every relayed domain goes through the ``held`` transport (an smtp(8) client listed in
+    ``defer_transports``), so its mail stays queued as deferred; the transport map (written
+    by :class:`PostfixIsp`) points it at the office server. ``held`` domains are also
+    ``fast_flush_domains``: ``ETRN domain`` releases their mail (``250 Queuing started``).
+    For ``unflushed`` ones Postfix refuses ETRN (RFC 1985 459).
+    """
+    config.main.update(
+        {
+            "relay_domains": " ".join(held + unflushed),
+            "fast_flush_domains": " ".join(held),
+            "transport_maps": f"hash:{config.map_path('transport')}",
+            "defer_transports": "held",
+        }
+    )
+    config.services.append("held      unix  -       -       n       -       -       smtp")
 
 
 class PostfixInstance:
@@ -500,6 +526,51 @@ class PostfixOffice(PostfixInstance):
                 f"{exc}; have {self.count(address)}. Log:\n{tail(self.log_file)}"
             ) from None
         return self.messages(address)
+
+
+class PostfixIsp(PostfixInstance):
+    """Postfix as an ISP that holds the office's mail until the office sends ETRN (RFC 1985).
+
+    Mail for ``held`` domains (example.com, the office's, by default) and ``unflushed`` ones
+    is accepted from anyone on loopback and queued; ``ETRN <held domain>`` makes Postfix
+    deliver it to the office server at ``office_port`` within about a second. ``ETRN`` for
+    an ``unflushed`` domain is answered 459.
+    """
+
+    name = "isp"
+
+    def __init__(
+        self,
+        *,
+        certificates: Certificates,
+        office_port: int,
+        held: tuple[str, ...] = ("example.com", "held.test"),
+        unflushed: tuple[str, ...] = ("noflush.test",),
+    ) -> None:
+        self.held = held
+        self.unflushed = unflushed
+        super().__init__(certificates=certificates, hostname="mx.isp.test")
+        target = f"held:[{LOOPBACK}]:{office_port}"
+        self.write_map("transport", {domain: target for domain in held + unflushed})
+
+    def _build_config(self, smtp_port: int) -> PostfixConfig:
+        config = super()._build_config(smtp_port)
+        isp_role(config, held=self.held, unflushed=self.unflushed)
+        return config
+
+    def send(self, message: bytes, *, sender: str, recipients: list[str]) -> None:
+        """Submit one message by SMTP, as the Internet would."""
+        with smtplib.SMTP(self.host, self.smtp_port, timeout=10) as smtp:
+            refused = smtp.sendmail(sender, recipients, message)
+        if refused:
+            raise ServerError(f"the ISP refused {refused}")
+
+    def queued(self) -> int:
+        """How many messages wait in the queue (deferred ones included)."""
+        queue = self.root / "queue"
+        return sum(
+            len(files) for name in _QUEUES for _dirpath, _dirnames, files in os.walk(queue / name)
+        )
 
 
 def _uid(user: str) -> int:

@@ -499,6 +499,17 @@ class SmtpClient:
             detail=f"more than {MAX_REPLY_LINES} reply lines",
         )
 
+    async def login(self, username: str, password: str) -> None:
+        """AUTH on the open connection, for callers that first look at the EHLO keywords.
+
+        (:meth:`connect` logs in by itself when the client was given a username.)
+        """
+        try:
+            await self._login(username, password)
+        except BaseException:
+            self.drop()
+            raise
+
     async def command(self, line: str) -> Reply:
         """Send one command line on the open connection and read its reply (ETRN, ATRN)."""
         return await self._command(line)

@@ -180,7 +180,7 @@ def _etrn_outcome(summary: SignalSummary, answers: tuple[DomainAnswer, ...]) -> 
     failed = [a for a in answers if not a.ok]
     if not failed:
         return
-    temporary = all(a.reply.is_temporary for a in failed)
+    temporary = all(a.temporary for a in failed)
     unsupported = all(a.outcome == "unsupported" for a in failed)
     text = "; ".join(a.words for a in failed)
     error: PostbridgeError

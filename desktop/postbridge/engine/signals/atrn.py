@@ -281,11 +281,13 @@ async def run_atrn(
     SignalNotSupported and SignalRefused. Once mail has started arriving, a
     failure is returned in ``AtrnResult.error`` instead, next to what arrived.
     """
-    client = make_client(cfg, password=password, open_connection=open_connection)
+    client = make_client(cfg, password=None, open_connection=open_connection)
     try:
         await client.connect()
+        # Looked at before AUTH: a server that cannot do ATRN never gets the password.
         if "ATRN" not in client.extensions:
             raise not_advertised(client, "ATRN")
+        await client.login(cfg.username, password)
         reply = await client.command("ATRN " + ",".join(cfg.domains))
     except BaseException:
         await client.quit()

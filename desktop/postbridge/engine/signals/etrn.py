@@ -49,6 +49,11 @@ class DomainAnswer:
     def ok(self) -> bool:
         return self.outcome in ("started", "nothing")
 
+    @property
+    def temporary(self) -> bool:
+        """Whether asking again later may help: 458 and other 4xx, not 459 "not allowed"."""
+        return self.reply.is_temporary and self.reply.code != 459
+
 
 def _count(reply: Reply) -> int | None:
     match = _COUNT.search(reply.text)
