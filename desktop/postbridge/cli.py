@@ -1,7 +1,8 @@
 """The ``postbridge`` command.
 
 ``postbridge`` alone shows the status; the subcommands run the engine headless:
-``poll --once`` (one cycle), ``run`` (poll on the configured interval, for a
+``poll --once`` (one cycle), ``signal --once`` (send the ETRN/ATRN online
+signal), ``run`` (poll on the configured interval, for a
 server or a service manager), ``check`` (test every connection and login
 without changing anything), ``secret`` (passwords in the keyring),
 ``quarantine`` and ``history``. Exit status: 0 success, 1 a mailbox or
@@ -32,6 +33,8 @@ from postbridge.engine.events import (
     MessageDeferred,
     MessageQuarantined,
     Notice,
+    SignalFinished,
+    SignalSummary,
 )
 from postbridge.engine.ledger import QUARANTINED, Ledger
 from postbridge.engine.paths import DataPaths, default_config_file, default_log_dir
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("mailbox", metavar="MAILBOX")
     suggest.add_argument("--count", type=int, default=20, help="how many recent messages to read")
 
+    sig = sub.add_parser("signal", help="send the online signal (ETRN/ATRN) now")
+    sig.add_argument("--once", action="store_true", help="send it once and exit (the default)")
+
     sub.add_parser("run", help="poll on the configured interval until stopped (headless)")
     sub.add_parser("check", help="test every connection and login without changing anything")
 
@@ -118,6 +124,15 @@ def _print_event(event: Event) -> None:
         _out(f"[{event.mailbox}] message {event.ledger_id} kept for a later try: {event.reason}")
     elif isinstance(event, MessageQuarantined):
         _out(f"[{event.mailbox}] message {event.ledger_id} quarantined: {event.reason}")
+    elif isinstance(event, SignalFinished):
+        _out(_signal_line(event.summary))
+
+
+def _signal_line(s: SignalSummary) -> str:
+    line = f"signal ({s.kind.upper()}): {s.words}"
+    if s.error and s.error not in s.words:
+        line += f"\n  ERROR: {s.error}"
+    return line
 
 
 def _summary_line(s: MailboxSummary) -> str:
@@ -136,22 +151,35 @@ def _summary_line(s: MailboxSummary) -> str:
     return line
 
 
-async def _poll(config: configmod.Config, mailboxes: Sequence[str] | None) -> CycleFinished:
+async def _poll(
+    config: configmod.Config, mailboxes: Sequence[str] | None
+) -> tuple[CycleFinished, bool]:
+    """One cycle; also says whether the online signal (sent first with before-poll) failed."""
     from postbridge.engine.cycle import Collector
 
-    collector = Collector(config, events=_print_event)
+    signal_ok = True
+
+    def events(event: Event) -> None:
+        nonlocal signal_ok
+        if isinstance(event, SignalFinished):
+            signal_ok = event.ok
+        _print_event(event)
+
+    collector = Collector(config, events=events)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, collector.request_stop)
     try:
-        return await collector.run_cycle(mailboxes=mailboxes)
+        return await collector.run_cycle(mailboxes=mailboxes), signal_ok
     finally:
         await collector.aclose()
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
+    from postbridge.engine.signals import signal_before_poll
+
     config = _load(args)
-    if not config.mailboxes:
+    if not config.mailboxes and not signal_before_poll(config):
         _err(f"No mailboxes are configured in {config.path}; add a [[mailbox]] section.")
         return EXIT_CONFIG
     if args.mailbox:
@@ -159,10 +187,36 @@ def cmd_poll(args: argparse.Namespace) -> int:
             config.mailbox(name)
     if args.dry_run:
         return asyncio.run(_dry_run(config, args.mailbox))
-    finished = asyncio.run(_poll(config, args.mailbox))
+    finished, signal_ok = asyncio.run(_poll(config, args.mailbox))
     for summary in finished.summaries:
         _out(_summary_line(summary))
-    return EXIT_OK if finished.ok else EXIT_FAILED
+    return EXIT_OK if finished.ok and signal_ok else EXIT_FAILED
+
+
+async def _signal(config: configmod.Config) -> SignalSummary:
+    from postbridge.engine.cycle import Collector
+
+    collector = Collector(config, events=_print_event)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, collector.request_stop)
+    try:
+        return await collector.run_signal()
+    finally:
+        await collector.aclose()
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Send the configured ETRN/ATRN once; "no mail waiting" is a success."""
+    config = _load(args)
+    if config.signal is None or not config.signal.enabled:
+        _err(
+            f"No online signal is configured in {config.path}; add a [signal] section "
+            'with kind = "etrn" or kind = "atrn".'
+        )
+        return EXIT_CONFIG
+    summary = asyncio.run(_signal(config))  # _print_event prints its words
+    return EXIT_OK if summary.ok else EXIT_FAILED
 
 
 async def _dry_run(config: configmod.Config, mailboxes: Sequence[str] | None) -> int:
@@ -200,6 +254,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     interval = config.schedule.interval_minutes * 60
+    sig_cfg = config.signal
+    # when = "interval": the signal keeps its own timer instead of preceding each poll.
+    timed_signal = sig_cfg is not None and sig_cfg.enabled and sig_cfg.when == "interval"
+    signal_every = ((sig_cfg.interval_minutes if sig_cfg else 0) * 60) or interval
 
     async def forever() -> int:
         from postbridge.engine.cycle import Collector
@@ -215,14 +273,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
+        next_poll = next_signal = loop.time()
         try:
             while not stop.is_set():
-                finished = await collector.run_cycle()
-                stamp = _when(dt.datetime.now().timestamp())
-                for summary in finished.summaries:
-                    _out(f"{stamp} {_summary_line(summary)}")
+                if timed_signal and loop.time() >= next_signal:
+                    next_signal = loop.time() + signal_every
+                    await collector.run_signal()
+                if loop.time() >= next_poll and not stop.is_set():
+                    next_poll = loop.time() + interval
+                    finished = await collector.run_cycle()
+                    stamp = _when(dt.datetime.now().timestamp())
+                    for summary in finished.summaries:
+                        _out(f"{stamp} {_summary_line(summary)}")
+                wake = min(next_poll, next_signal) if timed_signal else next_poll
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, wake - loop.time()))
         finally:
             await collector.aclose()
         return EXIT_OK
@@ -413,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logsetup.setup(default_log_dir(), verbose=args.verbose)
     handlers = {
         "poll": cmd_poll,
+        "signal": cmd_signal,
         "run": cmd_run,
         "check": cmd_check,
         "secret": cmd_secret,
