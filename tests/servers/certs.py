@@ -2,7 +2,8 @@
 
 Clients under test must verify certificates exactly as they would against a real ISP, so the
 servers present a certificate for ``localhost`` and ``127.0.0.1`` signed by a CA that only the
-tests trust (``ca_file``). fetchmail matches DNS names only, hence both names in the SAN.
+tests trust (``ca_file``). fetchmail matches DNS names only, hence both names in the SAN, and it
+refuses a certificate without a subject CommonName ("Server name not specified"), hence the CN.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def make_certificates(directory: Path) -> Certificates:
     """Write a new CA and a server certificate (localhost, 127.0.0.1) as PEM files."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1")
+    server = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
     certs = Certificates(
         ca_file=directory / "ca.pem",
         cert_file=directory / "server-chain.pem",
