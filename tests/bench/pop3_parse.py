@@ -17,11 +17,10 @@ import logging
 import poplib
 import time
 
-from tests.fakes.pop3 import FakePop3Server, run_in_thread
-
 from postbridge.engine.pop3.client import Pop3Client
 from postbridge.engine.pop3.connection import READ_SIZE
 from postbridge.engine.pop3.replies import DotUnstuffer, dot_stuff
+from tests.fakes.pop3 import FakePop3Server, run_in_thread
 
 
 class Counter:
