@@ -75,6 +75,20 @@ def test_round_trip_through_save(tmp_path: Path) -> None:
     assert "password" not in out.read_text()
 
 
+def test_save_keeps_timeouts_and_delete_batch(tmp_path: Path) -> None:
+    text = FULL.format(data=tmp_path / "data").replace(
+        'username = "collector"', 'username = "collector"\ntimeout = 10'
+    )
+    text = text.replace(
+        "leave_on_server_days = 7", "leave_on_server_days = 7\ntimeout = 5\ndelete_batch = 50"
+    )
+    cfg = configmod.load(write(tmp_path, text))
+    again = configmod.load(configmod.save(cfg, tmp_path / "copy.toml"))
+    assert again.delivery.timeout == 10
+    assert (again.mailboxes[0].timeout, again.mailboxes[0].delete_batch) == (5, 50)
+    assert again.mailboxes == cfg.mailboxes
+
+
 def test_minimal_defaults_to_maildir(tmp_path: Path) -> None:
     cfg = configmod.load(write(tmp_path, ""))
     assert cfg.delivery.kind == "maildir"

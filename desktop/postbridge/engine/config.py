@@ -476,6 +476,8 @@ def to_dict(config: Config) -> dict[str, Any]:
             delivery["ca_file"] = str(d.ca_file)
         if d.allow_plaintext_login:
             delivery["allow_plaintext_login"] = True
+        if d.timeout != DeliveryConfig.timeout:
+            delivery["timeout"] = d.timeout
     out["delivery"] = delivery
     out["schedule"] = {"interval_minutes": config.schedule.interval_minutes}
     if config.signal is not None:
@@ -506,6 +508,10 @@ def to_dict(config: Config) -> dict[str, Any]:
             box["allow_plaintext_login"] = True
         if m.auth != "auto":
             box["auth"] = m.auth
+        if m.timeout != MailboxConfig.timeout:
+            box["timeout"] = m.timeout
+        if m.delete_batch != MailboxConfig.delete_batch:
+            box["delete_batch"] = m.delete_batch
         if not m.enabled:
             box["enabled"] = False
         boxes.append(box)
