@@ -23,6 +23,7 @@ from postbridge.engine.events import (
     Event,
     MailboxSummary,
     MessageDelivered,
+    MessageSpooled,
     SignalFinished,
     SignalStarted,
     SignalSummary,
@@ -350,3 +351,49 @@ async def test_poll_leaves_an_interval_signal_alone(
         finally:
             await collector.aclose()
     assert isp.sessions == 0
+
+
+async def test_quitting_stops_before_the_next_message_and_leaves_it_at_the_isp(
+    write_config: ConfigWriter, secrets: SecretStore, server_tls: ssl.SSLContext
+) -> None:
+    messages = [held(1, "alice@example.com"), held(2, "alice@example.com")]
+    async with FakeOdmrServer(messages, password=PASSWORD, tls_context=server_tls) as isp:
+        config = write_config(isp.port)
+        collector = Collector(config, secrets=secrets)
+
+        stops: list[Event] = []
+
+        def quit_after_first(event: Event) -> None:
+            if isinstance(event, MessageSpooled) and not stops:
+                stops.append(event)
+                collector.request_stop()  # the user chose Quit while mail was arriving
+
+        collector.emit = quit_after_first
+        try:
+            stopped = await collector.run_signal()
+            again = await collector.run_signal()  # the next start finishes the job
+        finally:
+            await collector.aclose()
+    assert stopped.error is not None and "Stopped during ATRN" in stopped.error
+    assert stopped.arrived == 1
+    assert any(r.startswith("421 4.3.2") for r in isp.replies)
+    assert again.arrived == 1 and again.delivery.delivered == 2
+    assert ids(maildir(config, "alice@example.com")) == [
+        "<held-1@outside.test>",
+        "<held-2@outside.test>",
+    ]
+
+
+async def test_a_session_that_never_ends_is_bounded(
+    write_config: ConfigWriter, secrets: SecretStore, server_tls: ssl.SSLContext
+) -> None:
+    async with FakeOdmrServer(
+        [held(1, "alice@example.com")], password=PASSWORD, tls_context=server_tls
+    ) as isp:
+        isp.stall_after_turn = True
+        config = write_config(isp.port, timeout=30)
+        summary = await send_signal(
+            config, host=_BrokenStore(), secrets=secrets, events=lambda e: None, session_limit=0.5
+        )
+    assert summary.error is not None
+    assert "lasted longer than 0.00833333 minutes and was ended" in summary.error
