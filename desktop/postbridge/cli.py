@@ -1,6 +1,8 @@
 """The ``postbridge`` command.
 
-``postbridge`` alone shows the status; the subcommands run the engine headless:
+``postbridge`` alone starts the tray app (``--hidden``: without opening a
+window, as the login autostart does); ``status`` prints the status; the other
+subcommands run the engine headless:
 ``poll --once`` (one cycle), ``signal --once`` (send the ETRN/ATRN online
 signal), ``run`` (poll on the configured interval, for a
 server or a service manager), ``check`` (test every connection and login
@@ -69,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"configuration file (default: $POSTBRIDGE_CONFIG or {default_config_file()})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug output")
+    parser.add_argument(
+        "--hidden", action="store_true", help="start the app in the tray without opening a window"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("status", help="show the configuration and each mailbox's last poll")
 
     poll = sub.add_parser("poll", help="collect mail now")
     poll.add_argument("--once", action="store_true", help="run one cycle and exit (the default)")
@@ -488,6 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command is None:
+            from postbridge.app.main import main as app_main  # Qt loads only for the app
+
+            return app_main(config_path=args.config, hidden=args.hidden)
+        if args.command == "status":
             return cmd_status(args, parser)
         return handlers[args.command](args)
     except ConfigError as exc:
