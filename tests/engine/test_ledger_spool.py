@@ -16,7 +16,7 @@ from postbridge.engine.ledger import (
     SPOOLED,
     Ledger,
 )
-from postbridge.engine.spool import Spool
+from postbridge.engine.spool import BUFFER_LIMIT, Spool
 
 
 def test_schema_version_and_reopen(tmp_path: Path) -> None:
@@ -89,6 +89,8 @@ def test_spool_commit_is_durable_and_partial_files_cleaned(tmp_path: Path) -> No
     assert done.head.startswith(b"Subject: x")
     leftover = spool.writer(8)
     leftover.write(b"half a mess")
+    leftover.write(b"age" * (BUFFER_LIMIT // 3 + 1))  # past the buffer: a .part file exists
+    assert leftover._fh is not None
     leftover._fh.close()
     # simulate a crash: the writer is never committed
     assert spool.clean_partial() >= 1
@@ -103,3 +105,33 @@ def test_spool_write_failure_is_a_storage_error(tmp_path: Path) -> None:
     tmp.write_bytes(b"not a folder")  # any OSError will do; this one happens even as root
     with pytest.raises(StorageError, match="data folder"):
         spool.writer(1)
+
+
+def test_spool_small_message_touches_the_disk_only_at_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    writer = spool.writer(3)
+    writer.write(b"Subject: small\r\n\r\n")
+    writer.write(b"x" * 1000 + b"\r\n")
+    assert not list((tmp_path / "spool" / "tmp").iterdir())
+    done = writer.commit()
+    assert done.path.read_bytes() == b"Subject: small\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    assert done.size == len(done.path.read_bytes())
+
+
+def test_spool_big_message_streams_to_its_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    writer = spool.writer(4)
+    chunk = b"y" * 65_534 + b"\r\n"
+    for _ in range(3 * BUFFER_LIMIT // len(chunk)):
+        writer.write(chunk)
+    part = writer.temp
+    assert part.exists()
+    assert part.stat().st_size >= BUFFER_LIMIT  # memory holds no more than the buffer
+    done = writer.commit()
+    assert done.size == (3 * BUFFER_LIMIT // len(chunk)) * len(chunk) == done.path.stat().st_size
+    assert not part.exists()
+    aborted = spool.writer(5)
+    for _ in range(5):
+        aborted.write(chunk)
+    aborted.abort()
+    assert not aborted.temp.exists()

@@ -8,8 +8,11 @@ after delivery does the ISP copy get deleted. A crash leaves at worst a
 
 The writer keeps the first bytes of the message (the header block, up to
 :data:`HEAD_LIMIT`) so routing and the Activity window never re-read the file,
-and computes the SHA-256 on the way through; the message itself is never
-held in memory.
+and computes the SHA-256 on the way through. A message is held in memory only
+up to :data:`BUFFER_LIMIT`: a small one reaches the disk in one write at
+``commit()``, which the poll cycle runs in a worker thread, so creating,
+writing and fsyncing its file never holds up the download on the event loop;
+a bigger one streams to its file from there on and is never held whole.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from postbridge.engine.errors import StorageError
 
 HEAD_LIMIT = 256 * 1024
+BUFFER_LIMIT = 256 * 1024
 
 
 def fsync_dir(path: Path) -> None:
@@ -54,27 +59,48 @@ class SpooledFile:
 
 
 class SpoolWriter:
-    """A write-only file for one message; ``commit()`` makes it durable."""
+    """A write-only file for one message; ``commit()`` makes it durable.
+
+    ``commit()`` and ``abort()`` may run in another thread than ``write()``,
+    once writing is over.
+    """
 
     def __init__(self, final: Path, temp: Path) -> None:
         self.final = final
         self.temp = temp
         self._hash = hashlib.sha256()
         self._head = bytearray()
+        self._buffer = bytearray()
+        self._fh: BinaryIO | None = None
         self.size = 0
         self._closed = False
+        if not temp.parent.is_dir():
+            # Fail now, in words, rather than at the first write or at commit.
+            raise _storage_error("create a file", temp, NotADirectoryError(str(temp.parent)))
+
+    def _open(self) -> BinaryIO:
         try:
-            self._fh = open(temp, "wb")  # noqa: SIM115 - closed in commit/abort
+            fh = open(self.temp, "wb")  # noqa: SIM115 - closed in commit/abort
+            if self._buffer:
+                fh.write(self._buffer)
         except OSError as exc:
-            raise _storage_error("create a file", temp, exc) from exc
+            self.abort()
+            raise _storage_error("create a file", self.temp, exc) from exc
+        self._buffer = bytearray()
+        self._fh = fh
+        return fh
 
     def write(self, data: bytes) -> int:
         if len(self._head) < HEAD_LIMIT:
             self._head += data[: HEAD_LIMIT - len(self._head)]
         self._hash.update(data)
         self.size += len(data)
+        if self._fh is None and self.size <= BUFFER_LIMIT:
+            self._buffer += data
+            return len(data)
+        fh = self._fh or self._open()
         try:
-            return self._fh.write(data)
+            return fh.write(data)
         except OSError as exc:
             self.abort()
             raise _storage_error("write a message", self.temp, exc) from exc
@@ -84,10 +110,11 @@ class SpoolWriter:
         return bytes(self._head)
 
     def commit(self) -> SpooledFile:
+        fh = self._fh or self._open()
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
             self._closed = True
             os.replace(self.temp, self.final)
             fsync_dir(self.final.parent)
@@ -97,9 +124,11 @@ class SpoolWriter:
         return SpooledFile(self.final, self.size, self._hash.hexdigest(), bytes(self._head))
 
     def abort(self) -> None:
+        self._buffer = bytearray()
         if not self._closed:
-            with contextlib.suppress(OSError):
-                self._fh.close()
+            if self._fh is not None:
+                with contextlib.suppress(OSError):
+                    self._fh.close()
             self._closed = True
         with contextlib.suppress(OSError):
             self.temp.unlink()
