@@ -26,6 +26,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,8 +126,13 @@ def _prefix_length(head: bytes) -> int:
     return pos
 
 
+@functools.lru_cache(maxsize=8)
 def parse_header_block(head: bytes) -> HeaderBlock:
     """Find and parse the header block at the start of ``head``. Never raises.
+
+    Cached for the last few heads: the poll cycle asks about the same message
+    three times (its summary, the route, the header block's length), and the
+    result is immutable.
 
     The block ends after the first empty line (which it includes). Without one it
     ends before the first line that is neither a field nor a continuation (as in
