@@ -28,7 +28,9 @@ class RedactingFilter(logging.Filter):
 def setup(log_dir: Path | None, *, verbose: bool = False) -> Path | None:
     """Log to ``<log_dir>/postbridge.log`` (rotated) and WARNING+ to stderr (DEBUG if verbose)."""
     root = logging.getLogger("postbridge")
-    root.setLevel(logging.DEBUG)
+    # No lower than the handlers need: a DEBUG logger level would make every
+    # guarded ``logger.debug`` (one per POP3 reply) build a record nobody keeps.
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
