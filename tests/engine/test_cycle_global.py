@@ -224,3 +224,31 @@ async def test_copies_with_envelope_header_each_go_to_their_own_recipient(
         b"\r\nDelivered-To:" not in b and not b.startswith(b"Delivered-To:") for b in target.bodies
     )
     assert all(b"X-Postbridge-Delivered-To: " in b for b in target.bodies)
+
+
+async def test_atrn_mail_left_spooled_is_delivered_by_the_next_cycle(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    """Mail that arrived by ATRN and met a 4xx is retried every cycle, signal or not."""
+    path = tmp_path / "postbridge.toml"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    config = configmod.load(path)
+    target = RecordingTarget(defer={"alice@example.com"})
+    collector = Collector(config, secrets=secrets, target=target)
+    try:
+        ledger_id = collector.spool_inbound(
+            source="signal",
+            data=msg("From: x@outside.example\nTo: alice@example.com\nMessage-ID: <atrn@x>"),
+            envelope_from="x@outside.example",
+            recipients=["alice@example.com"],
+            route_note="Envelope recipient of the ATRN session.",
+        )
+        first = await collector.run_cycle()
+        assert first.summaries[0].deferred == 1
+        target.defer.clear()
+        second = await collector.run_cycle()
+        row = collector.ledger.get(ledger_id)
+    finally:
+        await collector.aclose()
+    assert second.summaries[0].per_recipient == {"alice@example.com": 1}
+    assert row is not None and row.state == DELIVERED

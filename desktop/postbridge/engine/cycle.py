@@ -80,7 +80,13 @@ from postbridge.engine.routing.router import (
     split_header_block,
 )
 from postbridge.engine.secrets import SecretStore
-from postbridge.engine.signals import failed_signal, send_signal, signal_before_poll
+from postbridge.engine.signals import SOURCE as INBOUND_SOURCE
+from postbridge.engine.signals import (
+    failed_signal,
+    send_signal,
+    signal_before_poll,
+    signal_mailbox,
+)
 from postbridge.engine.spool import Spool, SpooledFile, SpoolWriter
 
 log = logging.getLogger("postbridge.cycle")
@@ -220,14 +226,49 @@ class Collector:
             return finished
         try:
             self.spool.clean_partial()
-            if not mailboxes and signal_before_poll(self.config):
+            signalled = not mailboxes and signal_before_poll(self.config)
+            if signalled:
                 await self._send_signal()  # ETRN/ATRN first; its outcome is a SignalFinished
-            results = await asyncio.gather(*(self._run_mailbox(m) for m in selected))
+            results = list(await asyncio.gather(*(self._run_mailbox(m) for m in selected)))
+            if not mailboxes and not signalled:
+                leftover = await self._deliver_leftover_inbound()
+                if leftover is not None:
+                    results.append(leftover)
         finally:
             lock.release()
         finished = CycleFinished(tuple(results))
         self.emit(finished)
         return finished
+
+    async def _deliver_leftover_inbound(self) -> MailboxSummary | None:
+        """Mail that arrived by ATRN but could not be delivered then (a 4xx, a crash).
+
+        It is retried on every cycle, so it never waits for the next ATRN session,
+        nor forever when the signal has since been switched off.
+        """
+        if not self.ledger.in_state(SPOOLED, source=INBOUND_SOURCE):
+            return None
+        cfg = self.config.signal
+        mailbox = (
+            signal_mailbox(cfg)
+            if cfg is not None
+            else MailboxConfig(
+                name=INBOUND_SOURCE,
+                kind="global",
+                host="",
+                port=0,
+                security="none",
+                username="",
+            )
+        )
+        summary = MailboxSummary(mailbox=INBOUND_SOURCE)
+        try:
+            await self.deliver_pending(mailbox, summary)
+        except PostbridgeError as exc:
+            summary.error = str(exc)
+            summary.error_transient = exc.transient
+            summary.error_needs_user = exc.needs_user
+        return summary
 
     async def run_signal(self) -> SignalSummary:
         """Send the configured online signal (ETRN/ATRN) once, holding the data lock.
