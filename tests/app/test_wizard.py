@@ -190,7 +190,7 @@ def test_pop3_test_button_failures_in_words(
     ok, words = press_test(qtbot, editor.test)
     assert not ok
     assert "The ISP rejected the password for alice" in words
-    assert "The server said:" in words
+    assert "Details:" in words
 
     editor.password.setText(PASSWORD)
     editor.ca_file.set_path(None)  # the test CA is not in the system store

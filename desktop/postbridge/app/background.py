@@ -105,7 +105,7 @@ def failure_words(error: object) -> str:
     if isinstance(error, PostbridgeError):
         text = str(error).rstrip()
         if error.detail and error.detail not in text:
-            text += f"\n(The server said: {error.detail})"
+            text += f"\n(Details: {error.detail})"
         return text
     return (
         f"Postbridge hit an internal error ({type(error).__name__}: {error}). "

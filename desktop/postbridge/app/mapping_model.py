@@ -15,13 +15,12 @@ in a spreadsheet.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
 from postbridge.engine import fields
@@ -46,8 +45,8 @@ class Rule:
 class MappingModel(QAbstractTableModel):
     """Rows of (source, targets) with a problem, or none, for every cell."""
 
-    def __init__(self, parent: object = None) -> None:
-        super().__init__(parent)  # type: ignore[arg-type]
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.rules: list[Rule] = []
         self.local_domains: tuple[str, ...] = ()
 
@@ -164,10 +163,8 @@ class MappingModel(QAbstractTableModel):
         """Append the rules of a CSV text; return how many, and lines that were not rules."""
         added = 0
         skipped: list[str] = []
-        dialect: type[csv.Dialect] | csv.Dialect = csv.excel
-        with contextlib.suppress(csv.Error):  # too little text to tell: plain commas
-            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-        for number, cells in enumerate(csv.reader(io.StringIO(text), dialect), start=1):
+        rows = csv.reader(io.StringIO(text), delimiter=_delimiter(text))
+        for number, cells in enumerate(rows, start=1):
             cells = [c.strip() for c in cells if c.strip()]
             if not cells or cells[0].startswith("#"):
                 continue
@@ -179,3 +176,10 @@ class MappingModel(QAbstractTableModel):
             self.add_rule(cells[0], ", ".join(cells[1:]))
             added += 1
         return added, skipped
+
+
+def _delimiter(text: str) -> str:
+    """Comma, semicolon (spreadsheets in many European locales) or tab: the most used one."""
+    lines = [line for line in text.splitlines()[:50] if not line.lstrip().startswith("#")]
+    sample = "\n".join(lines)
+    return max((",", ";", "\t"), key=sample.count)

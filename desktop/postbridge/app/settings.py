@@ -192,8 +192,8 @@ class SettingsDialog(QDialog):
             self.show_problem(f"The settings could not be saved: {error}")
             return False
         self.saved_config = saved
-        self.load(saved)
         problem = self.schedule.apply_autostart()
+        self.load(saved)
         self.show_problem(problem)
         self.apply_button.setEnabled(False)
         self.configSaved.emit(saved)
