@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelection, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QItemSelection, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -35,10 +35,10 @@ from PySide6.QtWidgets import (
 
 from postbridge.app.activity_model import (
     ID_ROLE,
-    SORT_ROLE,
     LedgerReader,
     MessageTableModel,
     Snapshot,
+    SourceSortingProxy,
 )
 from postbridge.app.status import APP_TITLE, clock_text
 from postbridge.engine.ledger import MailboxStatus, Row
@@ -58,12 +58,8 @@ def status_words(status: MailboxStatus) -> tuple[str, bool]:
     return f"{status.mailbox}: not collected yet", False
 
 
-def _table(model: MessageTableModel, name: str) -> tuple[QTableView, QSortFilterProxyModel]:
-    proxy = QSortFilterProxyModel()
-    proxy.setSourceModel(model)
-    proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-    proxy.setFilterKeyColumn(-1)
-    proxy.setSortRole(SORT_ROLE)
+def _table(model: MessageTableModel, name: str) -> tuple[QTableView, SourceSortingProxy]:
+    proxy = SourceSortingProxy(model)
     view = QTableView()
     view.setModel(proxy)
     view.setAccessibleName(name)
@@ -101,6 +97,7 @@ class ActivityWindow(QWidget):
             self.setWindowIcon(icon)
         self._ledger_path = ledger_path
         self.reader = reader or LedgerReader()
+        self._pending: Snapshot | None = None
         self.recent_model = MessageTableModel(self)
         self.quarantine_model = MessageTableModel(self)
         self.recent_view, self.recent_proxy = _table(self.recent_model, "Recent messages")
@@ -114,7 +111,14 @@ class ActivityWindow(QWidget):
         label = QLabel("&Filter:")
         label.setBuddy(self.filter)
         top.addWidget(label)
-        top.addWidget(self.filter)
+        top.addWidget(self.filter, 1)
+        self.progress = QLabel("")
+        self.progress.setAccessibleName("Poll progress")
+        # Room for the longest text, so the filter box does not jump as the numbers change.
+        width = self.progress.fontMetrics().horizontalAdvance("Collecting mail: 88,888 of 88,888")
+        self.progress.setMinimumWidth(width)
+        self.progress.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        top.addWidget(self.progress)
         layout.addLayout(top)
 
         self.tabs = QTabWidget()
@@ -171,9 +175,24 @@ class ActivityWindow(QWidget):
     # -- data -------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the ledger (a few short queries), keeping the selection."""
-        path = self._ledger_path()
-        snapshot = self.reader.snapshot(path)
+        """Re-read the ledger (a few short queries) and show it, keeping the selection."""
+        self._apply(self.reader.snapshot(self._ledger_path()))
+
+    def refresh_soon(self) -> None:
+        """Read now, show on the next pass of the event loop.
+
+        Reading and repainting each take a good part of the GUI's stall budget after a
+        big poll; in two steps, input and timers get their turn in between.
+        """
+        self._pending = self.reader.snapshot(self._ledger_path())
+        QTimer.singleShot(0, self._apply_pending)
+
+    def _apply_pending(self) -> None:
+        snapshot, self._pending = self._pending, None
+        if snapshot is not None:
+            self._apply(snapshot)
+
+    def _apply(self, snapshot: Snapshot) -> None:
         self._set_rows(self.recent_view, self.recent_model, snapshot.recent)
         self._set_rows(self.quarantine_view, self.quarantine_model, snapshot.quarantined)
         count = len(snapshot.quarantined)
@@ -186,11 +205,13 @@ class ActivityWindow(QWidget):
         model.set_rows(rows)
         if selected is None:
             return
-        proxy = view.model()
-        for r in range(proxy.rowCount()):
-            if proxy.index(r, 0).data(ID_ROLE) == selected:
-                view.selectRow(r)
-                break
+        number = model.row_of(selected)
+        if number is not None:
+            proxy = view.model()
+            assert isinstance(proxy, SourceSortingProxy)
+            index = proxy.mapFromSource(model.index(number, 0))
+            if index.isValid():
+                view.selectRow(index.row())
 
     def _show_strip(self, snapshot: Snapshot) -> None:
         if not snapshot.statuses:
@@ -265,6 +286,10 @@ class ActivityWindow(QWidget):
             return
         self.show_result(f"Delivering message {ledger_id} to {address}…")
         self.retryRequested.emit(ledger_id, [address])
+
+    def show_progress(self, text: str | None) -> None:
+        """A running poll's progress; None when it is over."""
+        self.progress.setText(text[:1].upper() + text[1:] if text else "")
 
     def show_result(self, text: str, *, error: bool = False) -> None:
         self.result.setText(text)
