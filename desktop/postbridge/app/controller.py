@@ -52,9 +52,6 @@ from postbridge.engine.secrets import SecretStore
 
 log = logging.getLogger("postbridge.app")
 
-TRAY_RETRY_MS = 2000
-ACTIVITY_REFRESH_MS = 1500
-
 
 class TrayApp(QObject):
     """Postbridge's GUI: one per process, created after the QApplication."""
@@ -70,6 +67,7 @@ class TrayApp(QObject):
         secrets: SecretStore | None = None,
         tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
         tray_wait: float = 30.0,
+        tray_retry: float = 2.0,
         open_url: Callable[[QUrl], bool] = QDesktopServices.openUrl,
         quit_app: Callable[[], None] = QApplication.quit,
     ) -> None:
@@ -134,12 +132,8 @@ class TrayApp(QObject):
         m.quit.triggered.connect(self.request_quit)
 
         self._tray_timer = QTimer(self)
-        self._tray_timer.setInterval(TRAY_RETRY_MS)
+        self._tray_timer.setInterval(int(tray_retry * 1000))
         self._tray_timer.timeout.connect(self._look_for_tray)
-        self._activity_timer = QTimer(self)
-        self._activity_timer.setSingleShot(True)
-        self._activity_timer.setInterval(ACTIVITY_REFRESH_MS)
-        self._activity_timer.timeout.connect(self._refresh_activity_if_shown)
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -161,6 +155,7 @@ class TrayApp(QObject):
         if not self.config_path.exists() and not self.hidden:
             self.show_no_config()
         self._refresh_status()
+        log.info("Postbridge is running (config %s)", self.config_path)
 
     def _show_tray(self) -> None:
         if self.tray is None:
@@ -270,14 +265,18 @@ class TrayApp(QObject):
         self.polling = polling
         self.progress = None
         self._refresh_status()
+        if self.activity is not None:
+            self.activity.show_progress("collecting mail…" if polling else None)
 
     @Slot(str)
     def _progress(self, text: str) -> None:
         self.progress = text
         self._refresh_status()
-        shown = self.activity is not None and self.activity.isVisible()
-        if shown and not self._activity_timer.isActive():
-            self._activity_timer.start()  # a throttled refresh while a big poll runs
+        if self.activity is not None:
+            # Only a line of text while a poll runs: re-reading and repainting the table
+            # would make the GUI thread wait on the worker for the interpreter lock again
+            # and again (tests/app/test_stall.py); the table refreshes when the cycle ends.
+            self.activity.show_progress(text)
 
     @Slot(object)
     def _engine_event(self, event: Event) -> None:
@@ -294,7 +293,8 @@ class TrayApp(QObject):
         for note in self.policy.after_cycle(finished):
             self.notify(note)
         self._refresh_status()
-        self._refresh_activity_if_shown()
+        if self.activity is not None and self.activity.isVisible():
+            self.activity.refresh_soon()
 
     @Slot(float)
     def _schedule_changed(self, when: float) -> None:
@@ -370,11 +370,6 @@ class TrayApp(QObject):
 
     def _ledger_path(self) -> Path | None:
         return DataPaths(self.config.data_dir).ledger if self.config else None
-
-    @Slot()
-    def _refresh_activity_if_shown(self) -> None:
-        if self.activity is not None and self.activity.isVisible():
-            self.activity.refresh()
 
     @Slot(int, object)
     def _retry_requested(self, ledger_id: int, recipients: list[str] | None) -> None:
@@ -491,7 +486,6 @@ class TrayApp(QObject):
 
     def _hide_everything(self) -> None:
         self._tray_timer.stop()
-        self._activity_timer.stop()
         if self.tray is not None:
             self.tray.hide()  # Windows leaves a ghost icon otherwise
         for window in (self.activity, self.no_config, self.about):
