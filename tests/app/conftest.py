@@ -33,7 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.qt_log_ignore(OFFSCREEN_NOISE))
+            # pytest-qt reads only the closest marker: carry a test's own patterns along.
+            own = [p for m in item.iter_markers("qt_log_ignore") for p in m.args]
+            item.add_marker(pytest.mark.qt_log_ignore(OFFSCREEN_NOISE, *own), append=False)
 
 
 class RecordingNotifier:
@@ -90,11 +92,13 @@ timeout = 10
 """
 
 
-def write_config(tmp_path: Path, *mailboxes: str, interval: int = 15) -> Path:
+def write_config(
+    tmp_path: Path, *mailboxes: str, interval: int = 15, data_dir: Path | None = None
+) -> Path:
     path = tmp_path / "postbridge.toml"
     path.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n\n[schedule]\ninterval_minutes = {interval}\n'
-        + "".join(mailboxes)
+        f'data_dir = "{data_dir or tmp_path / "data"}"\n\n'
+        f"[schedule]\ninterval_minutes = {interval}\n" + "".join(mailboxes)
     )
     return path
 
