@@ -522,7 +522,7 @@ class Collector:
     ) -> None:
         mailbox, summary = session.mailbox, session.summary
         key = f"{int(self._clock())}.pb{ledger_id}_{pysecrets.token_hex(4)}"
-        meta = metamod.extract(split_header_block(head)[0])
+        meta = metamod.extract(head)  # reads the header block only; parsed once, cached
         self.ledger.mark_spooled(ledger_id, key=key, size=size, sha256=sha256, meta=meta)
         summary.downloaded += 1
         self.emit(MessageSpooled(mailbox.name, ledger_id, size))
