@@ -21,13 +21,20 @@ from PySide6.QtWidgets import (
     QComboBox,
     QLineEdit,
     QRadioButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from postbridge.app.background import CoroutineFactory
-from postbridge.app.forms import Form, PasswordEdit, PathField, PortBox, SecurityCombo, TestPanel
+from postbridge.app.forms import (
+    Form,
+    PageStack,
+    PasswordEdit,
+    PathField,
+    PortBox,
+    SecurityCombo,
+    TestPanel,
+)
 from postbridge.engine import fields
 from postbridge.engine.checks import PendingSecrets, check_delivery
 from postbridge.engine.config import Config, DeliveryConfig, DeliveryKind, Security
@@ -58,7 +65,7 @@ class DeliveryEditor(QWidget):
         self.maildir_radio.setChecked(True)
         layout.addWidget(self.maildir_radio)
         layout.addWidget(self.server_radio)
-        self.stack = QStackedWidget()
+        self.stack = PageStack()
         layout.addWidget(self.stack)
         self.maildir_form = Form()
         self.folder = PathField(folder=True, caption="Folder for the mail")
@@ -78,6 +85,7 @@ class DeliveryEditor(QWidget):
         layout.addStretch(1)
         self.maildir_radio.toggled.connect(self._kind_changed)
         self.folder.changed.connect(self.changed)
+        self.changed.connect(self.test.clear)  # a result about other settings would mislead
         self.base = Config(
             path=Path("unsaved.toml"), data_dir=Path(), delivery=DeliveryConfig(), mailboxes=()
         )

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -41,6 +42,13 @@ SECURITY_CHOICES: tuple[tuple[Security, str], ...] = (
     ("tls", "Encrypted from the start (TLS)"),
     ("starttls", "Encrypted after connecting (STARTTLS)"),
     ("none", "Not encrypted (not recommended)"),
+)
+
+
+_GROWING = (
+    QSizePolicy.Policy.Expanding,
+    QSizePolicy.Policy.MinimumExpanding,
+    QSizePolicy.Policy.Ignored,
 )
 
 
@@ -83,10 +91,14 @@ class Form(QWidget):
         caption.setBuddy(target)
         target.setAccessibleName(plain(label))
         cell = QWidget()
+        # The cell always takes the full width, so help and error lines wrap across it; a
+        # field that does not want to grow (a port, a list of choices) keeps its own size.
+        cell.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         column = QVBoxLayout(cell)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
-        column.addWidget(field)
+        grows = field.sizePolicy().horizontalPolicy() in _GROWING
+        column.addWidget(field, 0, Qt.AlignmentFlag(0) if grows else Qt.AlignmentFlag.AlignLeft)
         if help_text:
             hint = note_label(help_text)
             column.addWidget(hint)
@@ -115,6 +127,37 @@ class Form(QWidget):
     def error_of(self, field: QWidget) -> str:
         label = self.errors[field]
         return label.text() if not label.isHidden() else ""
+
+
+class PageStack(QWidget):
+    """Shows one of several pages, and is exactly as tall as that page.
+
+    QStackedWidget reserves the height of its tallest page (and wrapped help
+    text makes that worse), which leaves a gap under a short page; a hidden
+    widget takes no room in a layout, so this stack hides the other pages.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._pages: list[QWidget] = []
+        self._current: QWidget | None = None
+
+    def addWidget(self, page: QWidget) -> None:
+        self._pages.append(page)
+        self._layout.addWidget(page)
+        if self._current is None:
+            self._current = page
+        page.setVisible(page is self._current)
+
+    def setCurrentWidget(self, page: QWidget) -> None:
+        self._current = page
+        for each in self._pages:
+            each.setVisible(each is page)
+
+    def currentWidget(self) -> QWidget | None:
+        return self._current
 
 
 class SecurityCombo(QComboBox):
@@ -183,6 +226,7 @@ class PathField(QWidget):
         self.caption = caption
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.edit = QLineEdit()
         self.button = QPushButton("Browse…")
         self.button.setAccessibleName(f"Browse for {caption.lower()}")

@@ -64,7 +64,9 @@ class MailboxEditor(QWidget):
 
     changed = Signal()
 
-    def __init__(self, *, stored: StoredLookup, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, *, stored: StoredLookup, show_keep: bool = True, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -81,7 +83,7 @@ class MailboxEditor(QWidget):
         layout.addWidget(self.form)
         server_box = QGroupBox("At the ISP")
         server_layout = QVBoxLayout(server_box)
-        self.pop3 = Pop3Editor(stored=stored)
+        self.pop3 = Pop3Editor(stored=stored, show_keep=show_keep)
         self.pop3.name_for_test = lambda: self.name.text().strip()
         server_layout.addWidget(self.pop3)
         layout.addWidget(server_box)
@@ -274,7 +276,8 @@ class MailboxDialog(QDialog):
         self.taken = list(taken)
         self.entry = MailboxEntry(box=blank_mailbox(suggest_name("mailbox", self.taken)))
         layout = QVBoxLayout(self)
-        self.editor = MailboxEditor(stored=stored)
+        # The wizard's last page sets "leave a copy" for every mailbox at once.
+        self.editor = MailboxEditor(stored=stored, show_keep=False)
         self.editor.taken = lambda: self.taken
         self.editor.load(self.entry)
         scroll = QScrollArea()

@@ -100,6 +100,7 @@ class Pop3Editor(QWidget):
         self.port.valueChanged.connect(self.changed)
         self.plaintext.toggled.connect(self.changed)
         self.keep_days.valueChanged.connect(self.changed)
+        self.changed.connect(self.test.clear)  # a result about other settings would mislead
         self._base = blank_mailbox()
         self.name_for_test: Callable[[], str] = lambda: self._base.name or "new mailbox"
         self._security_changed()

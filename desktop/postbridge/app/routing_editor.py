@@ -26,14 +26,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
-    QStackedWidget,
+    QSizePolicy,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from postbridge.app.background import CoroutineFactory
-from postbridge.app.forms import Form, TestPanel
+from postbridge.app.forms import Form, PageStack, TestPanel
 from postbridge.app.mapping_model import MappingModel
 from postbridge.engine import fields
 from postbridge.engine.checks import detect_envelope
@@ -83,7 +83,7 @@ class RoutingEditor(QWidget):
         self.user_radio.setChecked(True)
         layout.addWidget(self.user_radio)
         layout.addWidget(self.global_radio)
-        self.stack = QStackedWidget()
+        self.stack = PageStack()
         layout.addWidget(self.stack, 1)
         self.user_form = Form()
         self.recipient = QLineEdit()
@@ -141,7 +141,9 @@ class RoutingEditor(QWidget):
         self.map_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.map_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.map_view.verticalHeader().setVisible(False)
-        self.map_view.setMinimumHeight(110)
+        rows = self.map_view.verticalHeader().defaultSectionSize()
+        header = self.map_view.horizontalHeader().sizeHint().height()
+        self.map_view.setFixedHeight(header + 4 * rows + 2 * self.map_view.frameWidth())
         self.map_view.setTabKeyNavigation(False)  # Tab leaves the table, arrows move inside
         buttons = QHBoxLayout()
         self.add_rule = QPushButton("&Add rule")
@@ -151,6 +153,7 @@ class RoutingEditor(QWidget):
             buttons.addWidget(button)
         buttons.addStretch(1)
         box = QWidget()
+        box.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         column = QVBoxLayout(box)
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.map_view)

@@ -19,6 +19,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
+    QHBoxLayout,
     QPushButton,
     QTabWidget,
     QVBoxLayout,
@@ -83,8 +84,11 @@ class SettingsDialog(QDialog):
             | QDialogButtonBox.StandardButton.Cancel
         )
         self.import_button = QPushButton("&Import from fetchmail…")
-        self.buttons.addButton(self.import_button, QDialogButtonBox.ButtonRole.ActionRole)
-        layout.addWidget(self.buttons)
+        row = QHBoxLayout()
+        row.addWidget(self.import_button)
+        row.addStretch(1)
+        row.addWidget(self.buttons)
+        layout.addLayout(row)
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.apply_button = self.buttons.button(QDialogButtonBox.StandardButton.Apply)
         self.buttons.accepted.connect(self.accept)

@@ -85,6 +85,7 @@ class SignalEditor(QWidget):
         self._base = SignalConfig()
         for radio in self.kinds.values():
             radio.toggled.connect(self._kind_changed)
+        self.changed.connect(self.test.clear)  # a result about other settings would mislead
         self._kind_changed()
 
     def _build_form(self) -> None:
