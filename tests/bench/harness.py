@@ -67,10 +67,11 @@ def make_message(tag: str, index: int, size: int) -> bytes:
     )
     block = _TEXT_LINE * 30 + _DOT_LINE
     room = max(0, size - len(head))
-    body = block * (room // len(block)) + _TEXT_LINE[: room % len(block)]
-    if room % len(block) >= 2:
-        body = body[:-2] + b"\r\n"
-    return head + body
+    rest = room % len(block)
+    tail = (_TEXT_LINE * (rest // len(_TEXT_LINE) + 1))[:rest]
+    if rest >= 2:
+        tail = tail[:-2] + b"\r\n"
+    return head + block * (room // len(block)) + tail
 
 
 def make_corpus(tag: str, dataset: Dataset) -> list[bytes]:
