@@ -23,7 +23,8 @@ from postbridge.engine import config as configmod
 from postbridge.engine.config import Config
 from postbridge.engine.importers.fetchmail import load as load_rc
 from postbridge.engine.secrets import SecretStore
-from tests.app.wizard_helpers import visible_errors, wait_idle
+from tests.app.wizard_helpers import message, press_test, visible_errors, wait_idle
+from tests.servers.dovecot import Dovecot
 
 DATA = Path(__file__).parents[1] / "data" / "fetchmail"
 
@@ -230,3 +231,34 @@ def test_import_from_fetchmail_adds_mailboxes_and_their_passwords(
     assert company.kind == "global" and company.envelope_header == "X-Original-To"
     assert SecretStore().get("company") == "domain-pw"
     assert "domain-pw" not in config_path.read_text()
+
+
+def test_test_login_uses_the_stored_password_even_after_a_rename(
+    qtbot: QtBot, tmp_path: Path, dovecot: Dovecot
+) -> None:
+    dovecot.add_user("alice", "stored-pw")
+    dovecot.add_messages("alice", [message(1)])
+    path = tmp_path / "postbridge.toml"
+    path.write_text(
+        f"""
+[[mailbox]]
+name = "alice"
+host = "{dovecot.host}"
+port = {dovecot.pop3s_port}
+username = "alice"
+recipient = "alice@example.com"
+ca_file = "{dovecot.ca_file}"
+"""
+    )
+    SecretStore().set("alice", "stored-pw")
+    dialog = SettingsDialog.from_file(path, autostart=XdgAutostart(["x"], config_home=tmp_path))
+    qtbot.addWidget(dialog)
+    editor = dialog.mailboxes.editor
+    editor.name.setText("alice-home")
+    ok, words = press_test(qtbot, editor.pop3.test)
+    assert ok, words
+    assert "holds 1 message(s)" in words
+    editor.pop3.password.setText("typed-wrong")
+    ok, words = press_test(qtbot, editor.pop3.test)
+    assert not ok and "rejected the password" in words
+    wait_idle(qtbot)

@@ -113,7 +113,7 @@ class MailboxEditor(QWidget):
         self.auto_name = False
         self.name.setText(entry.box.name)
         self.enabled.setChecked(entry.box.enabled)
-        self.pop3.load(entry.box, stored_password=entry.stored)
+        self.pop3.load(entry.box, stored_password=entry.stored, account=entry.original or "")
         self.pop3.password.setText(entry.password)
         self.routing.load(entry.box)
         self.form.show_error(self.name, None)

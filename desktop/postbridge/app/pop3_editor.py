@@ -102,13 +102,18 @@ class Pop3Editor(QWidget):
         self.keep_days.valueChanged.connect(self.changed)
         self.changed.connect(self.test.clear)  # a result about other settings would mislead
         self._base = blank_mailbox()
+        self.account = ""
         self.name_for_test: Callable[[], str] = lambda: self._base.name or "new mailbox"
         self._security_changed()
 
     # -- loading and reading -------------------------------------------------------------
 
-    def load(self, box: MailboxConfig, *, stored_password: bool) -> None:
+    def load(
+        self, box: MailboxConfig, *, stored_password: bool, account: str | None = None
+    ) -> None:
+        """Show ``box``; ``account`` is where the keyring keeps its password (its saved name)."""
         self._base = box
+        self.account = account if account is not None else box.name
         self.host.setText(box.host)
         self.security.set_value(box.security)
         self.port.load(box.port)
@@ -179,7 +184,9 @@ class Pop3Editor(QWidget):
 
     def test_password(self, stored: Callable[[str], str | None]) -> str | None:
         """The password to test with: the one typed, else the one in the keyring."""
-        return self.password.text() or stored(self._base.name)
+        if self.password.text():
+            return self.password.text()
+        return stored(self.account) if self.password.stored else None
 
     def _prepare_test(self) -> CoroutineFactory | str:
         problems = {k: v for k, v in self.problems().items() if v and k is not self.password}
