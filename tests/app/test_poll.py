@@ -49,13 +49,15 @@ def test_poll_now_delivers_and_activity_shows_the_rows(
     assert window is not None and window.isVisible()
     model = window.recent_model
     assert model.rowCount() == 3
+    assert {model.index(r, 1).data() for r in range(3)} == {"Sender 1", "Sender 2", "Sender 3"}
     subjects = {model.index(r, 2).data() for r in range(3)}
     assert subjects == {"app test 1", "app test 2", "app test 3"}
     assert {model.index(r, 4).data() for r in range(3)} == {"alice@example.com"}
     assert {model.index(r, 5).data() for r in range(3)} == {"Delivered"}
     window.recent_view.selectRow(0)
-    assert "alice@example.com" in window.details.toPlainText()
-    assert "Why:" in window.details.toPlainText()
+    details = window.details.toPlainText()
+    assert details.startswith("Delivered. Sent to alice@example.com because")  # the why, first
+    assert "alice@example.com: delivered" in details
     assert "alice: last collected" in window.strip.text()
     window.filter.setText("TEST 2")  # case-insensitive, over every column
     assert window.recent_proxy.rowCount() == 1

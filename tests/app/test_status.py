@@ -61,7 +61,7 @@ def test_policy_mentions_quarantine_in_the_same_notification() -> None:
     [note] = policy.after_cycle(finished)
     assert (
         note.text
-        == "2 held messages delivered to alice. 1 message is in quarantine (see Activity)."
+        == "2 held messages delivered to alice.\n1 message is in quarantine (see Activity)."
     )
 
 

@@ -70,6 +70,7 @@ def _table(model: MessageTableModel, name: str) -> tuple[QTableView, SourceSorti
     view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
     view.setWordWrap(False)
     view.verticalHeader().hide()
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
     header = view.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     header.setStretchLastSection(False)
@@ -99,9 +100,11 @@ class ActivityWindow(QWidget):
         self.reader = reader or LedgerReader()
         self._pending: Snapshot | None = None
         self.recent_model = MessageTableModel(self)
-        self.quarantine_model = MessageTableModel(self)
+        self.quarantine_model = MessageTableModel(self, reasons=True)
         self.recent_view, self.recent_proxy = _table(self.recent_model, "Recent messages")
         self.quarantine_view, self.quarantine_proxy = _table(self.quarantine_model, "Quarantine")
+        self.quarantine_view.hideColumn(4)  # "Delivered to": never, for a held message
+        self.quarantine_view.horizontalHeader().setStretchLastSection(True)
 
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -146,7 +149,7 @@ class ActivityWindow(QWidget):
         splitter.addWidget(self.tabs)
         splitter.addWidget(self.details)
         splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(1, 2)
         layout.addWidget(splitter, 1)
 
         self.result = QLabel("")

@@ -8,6 +8,7 @@ query (the newest few hundred rows), cheap enough for the GUI thread.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import time
@@ -52,6 +53,13 @@ STATE_WORDS = {
     LISTED: "Downloading",
 }
 
+RECIPIENT_WORDS = {
+    "accepted": "delivered",
+    "pending": "waiting",
+    "temporary": "refused for now, will be retried",
+    "permanent": "refused",
+}
+
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -81,8 +89,11 @@ class MessageTableModel(QAbstractTableModel):
     QSortFilterProxyModel keeps those calls out of the refresh entirely.
     """
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, *, reasons: bool = False) -> None:
         super().__init__(parent)
+        # The quarantine's table: its last column says why a message is held, not "In quarantine".
+        self.reasons = reasons
+        self.columns = (*COLUMNS[:-1], "Reason") if reasons else COLUMNS
         self._rows: list[Row] = []
         self._cells: list[tuple[str, ...]] = []
         self._sort_column = 0
@@ -92,7 +103,7 @@ class MessageTableModel(QAbstractTableModel):
         self.beginResetModel()
         self._rows = list(rows)
         now = time.time()
-        self._cells = [_cells(row, now) for row in self._rows]
+        self._cells = [_cells(row, now, reasons=self.reasons) for row in self._rows]
         self._sort_in_place()
         self.endResetModel()
 
@@ -148,7 +159,7 @@ class MessageTableModel(QAbstractTableModel):
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> object:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+            return self.columns[section]
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
@@ -158,6 +169,8 @@ class MessageTableModel(QAbstractTableModel):
             return self._rows[index.row()].id
         if role == Qt.ItemDataRole.ToolTipRole:
             row, column = self._rows[index.row()], index.column()
+            if column == 1:
+                return row.sender or None
             if column == 5 and row.last_error:
                 return row.last_error
             text = self._cells[index.row()][column]
@@ -179,15 +192,26 @@ class SourceSortingProxy(QSortFilterProxyModel):
         self._source.sort(column, order)
 
 
-def _cells(row: Row, now: float) -> tuple[str, ...]:
+def sender_name(sender: str | None) -> str:
+    """The display name of a From field (the address when there is none): what people scan for."""
+    if not sender:
+        return ""
+    name, address = email.utils.parseaddr(sender)
+    return name or address or sender
+
+
+def _cells(row: Row, now: float, *, reasons: bool = False) -> tuple[str, ...]:
     delivered_to = ", ".join(row.recipients) if row.state == DELIVERED else ""
+    status = STATE_WORDS.get(row.state, row.state)
+    if reasons and row.last_error:
+        status = row.last_error
     return (
         clock_text(row_time(row), now=now),
-        row.sender or "",
+        sender_name(row.sender),
         row.subject or "",
         row.source,
         delivered_to,
-        STATE_WORDS.get(row.state, row.state),
+        status,
     )
 
 
@@ -232,22 +256,24 @@ class LedgerReader:
         row = ledger.get(ledger_id) if ledger else None
         if ledger is None or row is None:
             return ""
-        lines = [
-            f"Message {row.id} from mailbox “{row.source}”",
-            f"From: {row.sender or '?'}",
-            f"Subject: {row.subject or ''}",
-            f"Status: {STATE_WORDS.get(row.state, row.state)}",
-            "",
-            f"Why: {explain_route(row.route)}",
-        ]
-        states = ledger.recipient_states(row.id)
-        if states:
+        # The answer to "why did this go to bob?" first; the message's particulars last.
+        why = explain_route(row.route)
+        state = STATE_WORDS.get(row.state, row.state)
+        said = row.state == QUARANTINED and why.startswith("Quarantined")
+        lines = [why if said else f"{state}. {why}", ""]
+        for state in ledger.recipient_states(row.id).values():
+            reason = f" — {state.reason}" if state.reason else ""
+            lines.append(
+                f"{state.address}: {RECIPIENT_WORDS.get(state.state, state.state)}{reason}"
+            )
+        if row.last_error and row.last_error not in why:
+            lines.append(f"Last problem: {row.last_error}")
+        if lines[-1]:
             lines.append("")
-            for state in states.values():
-                reason = f" — {state.reason}" if state.reason else ""
-                lines.append(f"{state.address}: {state.state}{reason}")
-        if row.last_error:
-            lines += ["", f"Last problem: {row.last_error}"]
+        lines.append(
+            f"From {row.sender or '?'} · “{row.subject or ''}” · mailbox {row.source} · "
+            f"message {row.id} (postbridge history --message {row.id})"
+        )
         return "\n".join(lines)
 
     def close(self) -> None:

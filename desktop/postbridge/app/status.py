@@ -131,7 +131,7 @@ class NotificationPolicy:
                 + (" is" if quarantined == 1 else " are")
                 + " in quarantine (see Activity)."
             )
-            text = f"{text}. {note}" if text else note
+            text = f"{text}.\n{note}" if text else note
         if text:
             out.append(Notification(APP_TITLE, text))
         self._config_problem = None
