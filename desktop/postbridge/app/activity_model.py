@@ -258,9 +258,9 @@ class LedgerReader:
             return ""
         # The answer to "why did this go to bob?" first; the message's particulars last.
         why = explain_route(row.route)
-        state = STATE_WORDS.get(row.state, row.state)
+        words = STATE_WORDS.get(row.state, row.state)
         said = row.state == QUARANTINED and why.startswith("Quarantined")
-        lines = [why if said else f"{state}. {why}", ""]
+        lines = [why if said else f"{words}. {why}", ""]
         for state in ledger.recipient_states(row.id).values():
             reason = f" — {state.reason}" if state.reason else ""
             lines.append(
