@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hidden", action="store_true", help="start the app in the tray without opening a window"
     )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation (modules, Qt, keyring, folders, ledger) and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("status", help="show the configuration and each mailbox's last poll")
 
@@ -481,6 +486,10 @@ def cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:  # before logging: the self-test writes nothing outside a temp folder
+        from postbridge.app.selftest import run_self_test
+
+        return run_self_test(verbose=args.verbose)
     logsetup.setup(default_log_dir(), verbose=args.verbose)
     handlers = {
         "poll": cmd_poll,
