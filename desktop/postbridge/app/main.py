@@ -29,6 +29,7 @@ from PySide6.QtCore import QSocketNotifier
 from PySide6.QtGui import QGuiApplication, QSessionManager
 from PySide6.QtWidgets import QApplication
 
+from postbridge.app.appusermodel import set_app_user_model_id
 from postbridge.app.autostart import APP_ID
 from postbridge.app.controller import TrayApp
 from postbridge.app.icons import Icons
@@ -82,6 +83,7 @@ def make_application(argv: list[str] | None = None) -> QApplication:
 
 def main(*, config_path: Path | None = None, hidden: bool = False) -> int:
     """Run the tray app until Quit; 0 also when another instance was asked to show itself."""
+    set_app_user_model_id()  # Windows: before any window, so notifications match the shortcut
     app = make_application()
     instance = SingleInstance()
     if not instance.acquire():
