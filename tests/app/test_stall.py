@@ -5,6 +5,12 @@ collects 1,000 messages from Dovecot; the longest gap between its ticks is the l
 would have waited. The benchmark tests/bench/gui_stall.py prints the same figures against the
 target of 50 ms.
 
+On an idle 2-core machine the longest stall is 10-35 ms. The assertion allows twice the target
+for the longest single gap, because a loaded CI machine can deschedule the GUI thread for a
+few tens of milliseconds that Postbridge has no part in, and holds the 99th percentile to half
+the target; what it catches is the GUI doing per-message work or waiting on the worker (a live
+table refresh during the poll measured 300 ms; blocking on the network would be seconds).
+
 The data folder goes on tmpfs where there is one: without fsync costs the worker is busier
 (harsher for the GUI, which shares the interpreter lock with it) and the test five times faster.
 """
@@ -58,4 +64,4 @@ def test_gui_thread_stays_responsive_during_a_1000_message_poll(
     assert app.activity is not None and app.activity.recent_model.rowCount() > 0
     assert result.ticks > result.seconds * 50, "the GUI timer hardly ran at all"
     assert result.p99_ms < TARGET_MS / 2
-    assert result.worst_ms < TARGET_MS
+    assert result.worst_ms < 2 * TARGET_MS
