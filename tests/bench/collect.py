@@ -459,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_sets = QUICK_DATASETS if args.quick else FULL_DATASETS
     datasets = [all_sets[i] for i in args.datasets]
     info = machine()
+    load_before = os.getloadavg()[0]
     bench = Bench(args)
     started = time.monotonic()
     try:
@@ -468,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         bench.stop()
     elapsed = time.monotonic() - started
+    info["load"] = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     print()
     print(
         f"Postbridge benchmark, {info['date']}: {info['cores']} cores ({info['cpu']}), "
@@ -477,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "POP3S from a private Dovecot on loopback; 50 ms = a delaying proxy in front of it. "
         "MB = 10^6 bytes; medians of the runs; peak RSS = the child's VmHWM."
+    )
+    print(
+        f"1-minute load average: {info['load']} (anything else running competes with the "
+        "CPU-bound tools, Postbridge most, and hardly with fetchmail, which mostly waits)"
     )
     for tool, reason in bench.skipped.items():
         print(f"skipped {tool}: {reason}")
