@@ -100,7 +100,7 @@ def test_result_text() -> None:
     assert result_text(CycleFinished(())) == "no mailboxes are set up"
     assert result_text(CycleFinished((summary("a"),))) == "no new mail"
     both = CycleFinished((summary("a", delivered=3, deferred=1), summary("b", error="down")))
-    assert result_text(both) == "3 delivered, 1 waiting for a retry, 1 mailbox failed"
+    assert result_text(both) == "3 delivered, 1 waiting for a retry, b failed"
     assert result_text(CycleFinished((summary("b", error="down"),))) == "b: down"
 
 

@@ -40,13 +40,21 @@ from postbridge.app.status import (
     NotificationPolicy,
     has_error,
     result_text,
+    signal_summary,
     tooltip,
 )
 from postbridge.app.tray import NoTrayWindow, TrayMenu, make_tray_icon
 from postbridge.app.worker import Timing, Worker
 from postbridge.engine import config as configmod
 from postbridge.engine.errors import ConfigError
-from postbridge.engine.events import CycleFinished, Event, Notice
+from postbridge.engine.events import (
+    CycleFinished,
+    CycleStarted,
+    Event,
+    MailboxSummary,
+    Notice,
+    SignalFinished,
+)
 from postbridge.engine.paths import DataPaths, default_config_file, default_log_dir
 from postbridge.engine.secrets import SecretStore
 
@@ -97,6 +105,9 @@ class TrayApp(QObject):
         self.paused = False
         self.config_problem: str | None = None
         self.last_finished: CycleFinished | None = None
+        self.last_signal: MailboxSummary | None = None  # the ETRN/ATRN outcome, as a summary
+        self._in_cycle = False
+        self._cycle_signal: MailboxSummary | None = None
         self.cycles_seen = 0
         self.last_poll: float | None = None
         self.next_poll: float | None = None
@@ -210,6 +221,8 @@ class TrayApp(QObject):
             return AppState.PAUSED
         if self.config_problem or (self.last_finished and has_error(self.last_finished)):
             return AppState.ERROR
+        if self.last_signal is not None and self.last_signal.error:
+            return AppState.ERROR
         return AppState.IDLE
 
     def tooltip_text(self) -> str:
@@ -283,9 +296,26 @@ class TrayApp(QObject):
         if isinstance(event, Notice):
             for note in self.policy.notice(event.mailbox, event.text):
                 self.notify(note)
+        elif isinstance(event, CycleStarted):
+            self._in_cycle = True
+            self._cycle_signal = None
+        elif isinstance(event, SignalFinished):
+            self.last_signal = signal_summary(event.summary)
+            if self._in_cycle:  # "before-poll": reported together with the cycle
+                self._cycle_signal = self.last_signal
+            else:  # on its own timer: report now
+                for note in self.policy.after_cycle(CycleFinished((self.last_signal,))):
+                    self.notify(note)
+                self._refresh_status()
+                if self.activity is not None and self.activity.isVisible():
+                    self.activity.refresh_soon()
 
     @Slot(object)
     def _cycle_finished(self, finished: CycleFinished) -> None:
+        if self._cycle_signal is not None:
+            # A "before-poll" signal: one notification for what it and the poll brought.
+            finished = CycleFinished((self._cycle_signal, *finished.summaries))
+        self._in_cycle, self._cycle_signal = False, None
         self.last_finished = finished
         self.cycles_seen += 1
         self.last_poll = time.time()

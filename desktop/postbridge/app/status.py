@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from postbridge.engine.events import CycleFinished, MailboxSummary
+from postbridge.engine.events import CycleFinished, MailboxSummary, SignalSummary
 
 APP_TITLE = "Postbridge"
 MAX_NAMED_RECIPIENTS = 5
@@ -104,9 +104,31 @@ def result_text(finished: CycleFinished) -> str:
     deferred = sum(s.deferred for s in summaries)
     if deferred:
         parts.append(f"{deferred:,} waiting for a retry")
-    if failed:
-        parts.append(_plural(len(failed), "mailbox failed", "mailboxes failed"))
+    if len(failed) == 1:
+        parts.append(f"{failed[0].mailbox} failed")
+    elif failed:
+        parts.append(f"{len(failed)} failed")
     return ", ".join(parts)
+
+
+def signal_summary(signal: SignalSummary) -> MailboxSummary:
+    """An online signal's outcome in the shape the cycle's rules read ("ATRN signal").
+
+    What ATRN brought in counts like any mailbox's delivered mail; a failed signal is an
+    error like a mailbox's, notified once when it needs the user.
+    """
+    d = signal.delivery
+    return MailboxSummary(
+        mailbox=f"{signal.kind.upper()} signal",
+        downloaded=d.downloaded,
+        delivered=d.delivered,
+        quarantined=d.quarantined,
+        deferred=d.deferred,
+        error=signal.error or d.error,
+        error_transient=signal.error_transient if signal.error else d.error_transient,
+        error_needs_user=signal.error_needs_user if signal.error else d.error_needs_user,
+        per_recipient=dict(d.per_recipient),
+    )
 
 
 def has_error(finished: CycleFinished) -> bool:

@@ -13,6 +13,9 @@ is waiting), then one every ``interval_minutes``; after a failed cycle the wait
 doubles per consecutive failure, up to an hour (or the interval, if longer), so
 a wrong password is not retried against the ISP every few minutes. The config
 file is read again before each cycle, so an edit takes effect at the next poll.
+The online signal (ETRN/ATRN) is part of each cycle (``when = "before-poll"``)
+or keeps its own timer (``when = "interval"``), as in ``postbridge run``; its
+outcome reaches the GUI as the engine's ``SignalFinished`` event.
 
 Engine events arrive once per message or more: 1,000 messages make thousands
 of events. Only the coarse ones (cycle and mailbox start/finish, quarantine,
@@ -39,6 +42,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -46,7 +50,6 @@ from postbridge.engine import config as configmod
 from postbridge.engine.cycle import Collector
 from postbridge.engine.errors import ConfigError, PostbridgeError
 from postbridge.engine.events import (
-    CycleFinished,
     CycleStarted,
     Event,
     MailboxFinished,
@@ -56,6 +59,8 @@ from postbridge.engine.events import (
     MessageQuarantined,
     MessagesListed,
     Notice,
+    SignalFinished,
+    SignalStarted,
 )
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import default_config_file
@@ -64,7 +69,17 @@ from postbridge.engine.secrets import SecretStore
 log = logging.getLogger("postbridge.app.worker")
 
 # Events the GUI gets one by one; the rest only feed the progress text.
-_FORWARDED = (CycleStarted, MailboxStarted, MailboxFinished, MessageQuarantined, Notice)
+_FORWARDED = (
+    CycleStarted,
+    MailboxStarted,
+    MailboxFinished,
+    MessageQuarantined,
+    Notice,
+    SignalStarted,
+    SignalFinished,
+)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -125,7 +140,7 @@ class Worker(QObject):
         self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
         self._collector: Collector | None = None
         self._config: configmod.Config | None = None
-        self._cycle_task: asyncio.Future[CycleFinished] | None = None
+        self._cycle_task: asyncio.Future[Any] | None = None
         self._failures = 0
         self._listed: dict[str, int] = {}
         self._handled: dict[str, int] = {}
@@ -194,13 +209,18 @@ class Worker(QObject):
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        next_at = loop.time() + self.timing.first_delay
+        next_at = next_signal_at = loop.time() + self.timing.first_delay
         try:
             while not self._stopping:
                 self._wake.clear()
                 self._publish_schedule(None if self._paused else next_at)
                 if self._jobs:
                     await self._jobs.popleft()()
+                    continue
+                signal_every = self._signal_interval()
+                if signal_every and not self._paused and loop.time() >= next_signal_at:
+                    await self._signal()
+                    next_signal_at = loop.time() + signal_every
                     continue
                 due = not self._paused and loop.time() >= next_at
                 if self._poll_requested or due:
@@ -212,12 +232,22 @@ class Worker(QObject):
                     interval = self._config.schedule.interval_minutes if self._config else 15
                     next_at = loop.time() + self.timing.delay_after(interval, self._failures)
                     continue
-                timeout = None if self._paused else max(0.0, next_at - loop.time())
+                wake_at = min(next_at, next_signal_at) if signal_every else next_at
+                timeout = None if self._paused else max(0.0, wake_at - loop.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             self._publish_schedule(None)
             await self._close_collector()
+
+    def _signal_interval(self) -> float | None:
+        """Seconds between online signals on their own timer; None when they go with polls."""
+        config = self._config
+        sig = config.signal if config else None
+        if config is None or sig is None or not sig.enabled or sig.when != "interval":
+            return None
+        minutes = sig.interval_minutes or config.schedule.interval_minutes
+        return minutes * self.timing.minute
 
     def _publish_schedule(self, next_at: float | None) -> None:
         if next_at is None:
@@ -292,32 +322,46 @@ class Worker(QObject):
             return False
         if collector is None:
             return False
-        self._listed.clear()
-        self._handled.clear()
-        self._set_polling(True)
-        task = asyncio.ensure_future(self._guarded_cycle(collector))
-        self._cycle_task = task
-        try:
-            finished = await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise
-            log.warning(
-                "the cycle did not stop within %.0f s and was cancelled", self.timing.stop_grace
-            )
+        finished = await self._run_stoppable(collector.run_cycle)
+        if finished is None:
             return False
-        finally:
-            self._cycle_task = None
-            self._set_polling(False)
         self.cycleFinished.emit(finished)
         return finished.ok
 
-    async def _guarded_cycle(self, collector: Collector) -> CycleFinished:
-        # run_cycle() clears the collector's stop flag as it begins; checking ours in the same
-        # step means a stop requested just before the cycle is not lost.
+    async def _signal(self) -> None:
+        """The online signal on its own timer; its outcome goes out as a SignalFinished event."""
+        try:
+            collector = await self._collector_for_cycle()
+        except PostbridgeError as exc:
+            self.configProblem.emit(str(exc))
+            return
+        if collector is not None and self._signal_interval():
+            await self._run_stoppable(collector.run_signal)
+
+    async def _run_stoppable(self, work: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a cycle or signal as a task that :meth:`_begin_stop` can cancel after the grace."""
+        self._listed.clear()
+        self._handled.clear()
+        self._set_polling(True)
+        task = asyncio.ensure_future(self._guarded(work))
+        self._cycle_task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            log.warning("the poll did not stop within %.0f s; cancelled", self.timing.stop_grace)
+            return None
+        finally:
+            self._cycle_task = None
+            self._set_polling(False)
+
+    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T | None:
+        # run_cycle() and run_signal() clear the collector's stop flag as they begin; checking
+        # ours in the same step means a stop requested just before is not lost.
         if self._stopping:
-            return CycleFinished(())
-        return await collector.run_cycle()
+            return None
+        return await work()
 
     def _set_polling(self, polling: bool) -> None:
         self.polling = polling
