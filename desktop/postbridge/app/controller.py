@@ -24,9 +24,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, QTimer, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
-from postbridge import __version__
+from postbridge.app.about import AboutBox
 from postbridge.app.activity import ActivityWindow
 from postbridge.app.autostart import Autostart, for_platform
 from postbridge.app.icons import Icons
@@ -97,7 +97,7 @@ class TrayApp(QObject):
         self.no_tray: NoTrayWindow | None = None
         self.activity: ActivityWindow | None = None
         self.no_config: NoConfigWindow | None = None
-        self.about: QMessageBox | None = None
+        self.about: AboutBox | None = None
         self.notifications: list[Notification] = []  # this session's, newest last
 
         self.config: configmod.Config | None = None
@@ -464,22 +464,10 @@ class TrayApp(QObject):
 
     @Slot()
     def show_about(self) -> None:
-        from postbridge.engine.secrets import backend_info
-
-        data = self.config.data_dir if self.config else "(not set up yet)"
-        text = (
-            f"<b>{APP_TITLE} {__version__}</b><p>Collects the office's mail from the ISP and "
-            "delivers it to the office, losing nothing.</p>"
-            f"<p>Settings: {self.config_path}<br>Data: {data}<br>Log: {default_log_dir()}</p>"
-            f"<p>{backend_info().describe()}</p>"
-        )
         if self.about is None:
-            self.about = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_TITLE}", text)
-            self.about.setIconPixmap(self.icons.app.pixmap(48, 48))
-            self.about.setWindowIcon(self.icons.app)
-        self.about.setText(text)
-        self.about.show()
-        self.about.raise_()
+            self.about = AboutBox(self.icons.app)
+        data_dir = self.config.data_dir if self.config else None
+        self.about.show_for(config_path=self.config_path, data_dir=data_dir)
 
     # -- quitting -------------------------------------------------------------------------------
 
