@@ -32,6 +32,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,15 @@ def _dir_size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_symlink() and p.is_file())
 
 
+@dataclass(frozen=True)
+class Build:
+    app: Path  # the Postbridge executable in the one-folder app
+    tarball: Path
+
+
 @pytest.fixture(scope="module")
-def frozen_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the one-folder app and its tarball once; the path of the Postbridge executable."""
+def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """Build the one-folder app and its tarball once for this module."""
     _require(sys.platform.startswith("linux"), "the frozen-build test builds the Linux app")
     _require(
         importlib.util.find_spec("PyInstaller") is not None,
@@ -107,7 +114,12 @@ def frozen_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "Postbridge/install.sh",
     ):
         assert member in names, f"{member} is not in {tarballs[0].name}"
-    return app_dir / "Postbridge"
+    return Build(app=app_dir / "Postbridge", tarball=tarballs[0])
+
+
+@pytest.fixture
+def frozen_app(build: Build) -> Path:
+    return build.app
 
 
 def frozen_env(**extra: str) -> dict[str, str]:
@@ -233,3 +245,42 @@ def test_frozen_poll_once_collects_from_dovecot(
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert PASSWORD.encode() not in path.read_bytes(), f"password in clear in {path}"
+
+
+def test_tarball_installs_for_the_user_and_removes_cleanly(build: Build, tmp_path: Path) -> None:
+    """install.sh from the unpacked tarball: app in ~/.local/opt, a menu entry that starts it."""
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    with tarfile.open(build.tarball) as tar:
+        tar.extractall(unpacked, filter="tar")
+    home = Path(os.environ["HOME"])
+    env = frozen_env()
+    installed = subprocess.run(
+        ["sh", str(unpacked / "Postbridge" / "install.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    data_home = Path(os.environ["XDG_DATA_HOME"])
+    entry = (data_home / "applications" / "org.postbridge.Postbridge.desktop").read_text()
+    exe = home / ".local" / "opt" / "Postbridge" / "Postbridge"
+    assert f'Exec="{exe}"' in entry.splitlines()
+    assert "Icon=org.postbridge.Postbridge" in entry.splitlines()
+    assert (data_home / "icons/hicolor/256x256/apps/org.postbridge.Postbridge.png").is_file()
+    version = run_frozen([str(exe), "--version"], env=env)
+    assert version.returncode == 0 and version.stdout.startswith("postbridge ")
+
+    removed = subprocess.run(
+        ["sh", str(exe.parent / "install.sh"), "--remove"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert not exe.parent.exists()
+    assert not (data_home / "applications" / "org.postbridge.Postbridge.desktop").exists()
