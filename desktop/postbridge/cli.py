@@ -489,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.self_test:  # before logging: the self-test writes nothing outside a temp folder
         from postbridge.app.selftest import run_self_test
 
-        return run_self_test(verbose=args.verbose)
+        return run_self_test(out=sys.stdout, verbose=args.verbose)
     logsetup.setup(default_log_dir(), verbose=args.verbose)
     handlers = {
         "poll": cmd_poll,

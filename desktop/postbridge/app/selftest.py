@@ -8,15 +8,16 @@ check here does the real thing, once, in a temporary directory:
 
 * every module of the package imports (``pkgutil.walk_packages``, which also works on the
   frozen archive);
-* the resources (icons) are found and load as Qt images;
+* the resources (icons) are found;
 * the QApplication starts, and the whole tray app is built: menu, tray icon, the worker thread
-  with its asyncio loop (it must read a config and report back), the Activity, About, no-config
-  and no-tray windows and whatever "Settings…" opens, each rendered once;
+  with its asyncio loop (it must run one poll cycle and report back), the Activity, About,
+  no-config and no-tray windows and whatever "Settings…" opens, each rendered once;
 * the single-instance lock and local socket work (QtNetwork);
 * platformdirs resolves the config, data and log folders (printed, not created);
 * keyring's backends are visible, and the one in use is printed, with a warning when it is
   not the operating system's keyring;
-* a ledger is created, written and read back; the TLS CA store is not empty.
+* a ledger is created, written and read back; the TLS CA store has certificates (a warning
+  when it has none).
 
 Nothing outside a temporary directory is touched: no autostart entry, no real config, no
 network. Exit 0 when every check passed (warnings included), 1 otherwise, with each failure
@@ -56,10 +57,10 @@ _OS_BACKENDS: dict[str, tuple[str, ...]] = {
 }
 
 # Never part of the app: installed, keyrings.alt becomes keyring's default and keeps passwords
-# in a plain file without anyone choosing it (DESKTOP.md, "keyring and platformdirs").
+# in a plain file without anyone choosing it (packaging/README.md).
 _FORBIDDEN_IN_BUNDLE = ("keyrings", "pytest")
 
-WORKER_TIMEOUT = 20.0  # seconds for the worker thread to start and read the config
+WORKER_TIMEOUT = 20.0  # seconds for the worker thread to start and run one empty poll cycle
 
 
 @dataclass
@@ -425,7 +426,7 @@ def _render_and_close(windows: dict[str, QWidget | None]) -> None:
 
 def run_self_test(
     *,
-    out: TextIO | None = sys.stdout,
+    out: TextIO | None,
     verbose: bool = False,
     extra: Callable[[Report], None] | None = None,
 ) -> int:
