@@ -156,7 +156,7 @@ def make_app(
     for app in made:
         app.shutdown(timeout=30)
         assert app.worker_thread.isFinished() or not app.worker_thread.isRunning()
-        for window in (app.activity, app.no_tray, app.no_config, app.about):
+        for window in (app.activity, app.no_tray, app.no_config, app.about, app.wizard):
             if window is not None:
                 window.deleteLater()
 

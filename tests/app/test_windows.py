@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 
 from postbridge.app.activity_model import explain_route
 from postbridge.app.status import AppState
+from postbridge.engine import config as configmod
 from tests.app.conftest import (
     AppFactory,
     RecordingNotifier,
@@ -102,32 +103,74 @@ def test_a_tray_that_appears_late_is_used(
     assert app.activity is not None and app.activity.isVisible()
 
 
-def test_no_config_window_says_where_the_file_goes(
-    qtbot: QtBot, tmp_path: Path, make_app: AppFactory, seams: Seams
+def test_no_config_opens_the_first_run_wizard(
+    qtbot: QtBot, tmp_path: Path, make_app: AppFactory
 ) -> None:
     config_path = tmp_path / "cfg" / "postbridge.toml"
     app = make_app(config_path)
     app.start()
-    window = app.no_config
-    assert window is not None and window.isVisible()
-    assert window.path_label.text() == str(config_path)
+    assert app.wizard is not None and app.wizard.isVisible()
     assert app.state.value == "error"  # (not `is`: mypy would keep the narrowing)
     assert "not set up yet" in app.tooltip_text()
+    app.wizard.hide()
+    app.menu.poll_now.trigger()  # nothing to poll yet: the wizard again, not an error
+    assert app.wizard.isVisible()
+    app.wizard.hide()
+    app.menu.settings.trigger()
+    assert app.wizard.isVisible() and app.settings_dialog is None
 
+
+def test_wizard_finish_starts_polling(qtbot: QtBot, tmp_path: Path, make_app: AppFactory) -> None:
+    config_path = tmp_path / "cfg" / "postbridge.toml"
+    app = make_app(config_path)
+    app.start()
+    assert app.wizard is not None
+    # What Finish does once the file is written: hand the config over and poll.
+    write_config(tmp_path)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text((tmp_path / "postbridge.toml").read_text())
+    app.wizard.configSaved.emit(configmod.load(config_path))
+    qtbot.waitUntil(lambda: app.cycles_seen == 1, timeout=5000)
+    assert app.state is AppState.IDLE
+
+
+def test_settings_opens_the_dialog_and_saving_updates_the_app(
+    qtbot: QtBot, tmp_path: Path, make_app: AppFactory
+) -> None:
+    app = make_app(write_config(tmp_path))
+    app.start()
+    app.menu.settings.trigger()
+    dialog = app.settings_dialog
+    assert dialog is not None and dialog.isVisible()
+    app.menu.settings.trigger()  # a second click raises the same dialog
+    assert app.settings_dialog is dialog
+    changed = configmod.load(app.config_path)
+    dialog.configSaved.emit(changed)
+    assert app.config is changed
+    dialog.reject()
+    assert app.settings_dialog is None
+
+
+def test_broken_config_shows_the_problem_instead_of_the_dialog(
+    qtbot: QtBot, tmp_path: Path, make_app: AppFactory, seams: Seams
+) -> None:
+    config_path = tmp_path / "cfg" / "postbridge.toml"
+    config_path.parent.mkdir()
+    config_path.write_text("[schedule]\ninterval_minutes = 0\n")
+    app = make_app(config_path)
+    app.start()
+    app.menu.settings.trigger()
+    window = app.no_config
+    assert window is not None and window.isVisible()
+    assert "interval_minutes" in window.problem.text()
+    assert window.path_label.text() == str(config_path)
     window.open_button.click()
     assert seams.opened == [str(config_path.parent)]
-    config_path.write_text("[schedule]\ninterval_minutes = 0\n")
-    window.check_button.click()
-    assert "interval_minutes" in window.problem.text() and window.problem.isVisibleTo(window)
     write_config(tmp_path)
     config_path.write_text((tmp_path / "postbridge.toml").read_text())
     window.check_button.click()
     assert not window.isVisible()
     qtbot.waitUntil(lambda: app.cycles_seen == 1, timeout=5000)
-    assert app.state is AppState.IDLE
-
-    app.menu.settings.trigger()  # until the settings dialog exists: the file itself
-    assert seams.opened[-1] == str(config_path)
 
 
 def test_poll_now_while_polling_says_so(

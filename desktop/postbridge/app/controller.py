@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, QTimer, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
 from postbridge.app.about import AboutBox
 from postbridge.app.activity import ActivityWindow
@@ -32,6 +32,7 @@ from postbridge.app.autostart import Autostart, for_platform
 from postbridge.app.icons import Icons
 from postbridge.app.noconfig import NoConfigWindow
 from postbridge.app.notifier import CallbackNotifier, Notifier, TrayNotifier
+from postbridge.app.settings import SettingsDialog
 from postbridge.app.single_instance import HIDDEN
 from postbridge.app.status import (
     APP_TITLE,
@@ -44,6 +45,7 @@ from postbridge.app.status import (
     tooltip,
 )
 from postbridge.app.tray import NoTrayWindow, TrayMenu, make_tray_icon
+from postbridge.app.wizard import FirstRunWizard
 from postbridge.app.worker import Timing, Worker
 from postbridge.engine import config as configmod
 from postbridge.engine.errors import ConfigError
@@ -97,6 +99,9 @@ class TrayApp(QObject):
         self.no_tray: NoTrayWindow | None = None
         self.activity: ActivityWindow | None = None
         self.no_config: NoConfigWindow | None = None
+        self.wizard: FirstRunWizard | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self._secrets = secrets
         self.about: AboutBox | None = None
         self.notifications: list[Notification] = []  # this session's, newest last
 
@@ -164,7 +169,7 @@ class TrayApp(QObject):
                 self._show_no_tray()
             self._tray_timer.start()
         if not self.config_path.exists() and not self.hidden:
-            self.show_no_config()
+            self.show_first_run()
         self._refresh_status()
         log.info("Postbridge is running (config %s)", self.config_path)
 
@@ -377,7 +382,7 @@ class TrayApp(QObject):
     @Slot()
     def poll_now(self) -> None:
         if not self.config_path.exists():
-            self.show_no_config()
+            self.show_first_run()
             return
         if not self.worker.poll_now():
             self.notify(Notification(APP_TITLE, "A poll is already running."))
@@ -407,12 +412,65 @@ class TrayApp(QObject):
 
     @Slot()
     def open_settings(self) -> None:
-        """Until the settings dialog exists: open the config file (or its folder)."""
+        """The settings dialog; the first-run wizard while there is no config file yet.
+
+        A file that exists but does not load (edited by hand) cannot be shown in
+        the dialog without losing what is in it: the not-set-up window then shows
+        the problem, with the file's folder one click away.
+        """
         if not self.config_path.exists():
-            self.show_no_config()
+            self.show_first_run()
             return
-        if not self._open_url(QUrl.fromLocalFile(str(self.config_path))):
-            self._open_url(QUrl.fromLocalFile(str(self.config_path.parent)))
+        if self.settings_dialog is not None and self.settings_dialog.isVisible():
+            self._raise(self.settings_dialog)
+            return
+        try:
+            dialog = SettingsDialog.from_file(
+                self.config_path, secrets=self._secrets, autostart=self.autostart
+            )
+        except ConfigError as exc:
+            self.show_no_config()
+            if self.no_config is not None:
+                self.no_config.show_problem(str(exc))
+            return
+        dialog.configSaved.connect(self._settings_saved)
+        dialog.finished.connect(self._settings_closed)
+        self.settings_dialog = dialog
+        self._raise(dialog)
+
+    @Slot()
+    def show_first_run(self) -> None:
+        """The first-run wizard; Finish writes the config and starts polling."""
+        if self.wizard is None:
+            self.wizard = FirstRunWizard(
+                self.config_path, secrets=self._secrets, autostart=self.autostart
+            )
+            self.wizard.setWindowIcon(self.icons.app)
+            self.wizard.configSaved.connect(self._first_run_saved)
+        self._raise(self.wizard)
+
+    @Slot()
+    def _settings_closed(self) -> None:
+        if self.settings_dialog is not None:
+            self.settings_dialog.deleteLater()
+            self.settings_dialog = None
+
+    @staticmethod
+    def _raise(window: QWidget) -> None:
+        window.show()
+        window.raise_()
+        window.activateWindow()
+
+    @Slot(object)
+    def _settings_saved(self, config: configmod.Config) -> None:
+        # The worker reads the file again before every cycle; this updates menu and tooltip now.
+        self._config_loaded(config)
+        self.menu.autostart.setChecked(self.autostart.is_enabled())
+
+    @Slot(object)
+    def _first_run_saved(self, config: configmod.Config) -> None:
+        self._settings_saved(config)
+        self.worker.poll_now()
 
     @Slot()
     def show_no_config(self) -> None:
@@ -506,7 +564,14 @@ class TrayApp(QObject):
         self._tray_timer.stop()
         if self.tray is not None:
             self.tray.hide()  # Windows leaves a ghost icon otherwise
-        for window in (self.activity, self.no_config, self.about):
+        windows: tuple[QWidget | None, ...] = (
+            self.activity,
+            self.no_config,
+            self.about,
+            self.wizard,
+            self.settings_dialog,
+        )
+        for window in windows:
             if window is not None:
                 window.hide()
         if self.no_tray is not None:
