@@ -106,6 +106,16 @@ class Row:
     tool: str
     runs: list[Measured] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    failed: int = 0
+
+    def add(self, result: Measured, problem: str | None) -> None:
+        """A run that failed (non-zero exit) is reported but kept out of the medians."""
+        if problem:
+            self.problems.append(problem)
+        if result.returncode == 0:
+            self.runs.append(result)
+        else:
+            self.failed += 1
 
     def _median(self, pick: Callable[[Measured], float]) -> float:
         return median(pick(m) for m in self.runs)
@@ -262,9 +272,7 @@ class Bench:
                             if repetition >= self.runs_for(row.tool, rtt_ms, dataset):
                                 continue
                             result, problem = self.run_once(row.tool, dataset, corpus, tag, port)
-                            row.runs.append(result)
-                            if problem:
-                                row.problems.append(problem)
+                            row.add(result, problem)
                             progress(
                                 f"{dataset.name:>14} {rtt_ms:3d} ms {row.tool:<19} "
                                 f"{result.wall:7.2f} s {dataset.count / result.wall:8.0f} msg/s "
@@ -284,9 +292,7 @@ class Bench:
         row = Row(dataset, 0, "postbridge-maildir")
         corpus = make_corpus("many", dataset)
         result, problem = self.run_once(row.tool, dataset, corpus, "many", self.dovecot.pop3s_port)
-        row.runs.append(result)
-        if problem:
-            row.problems.append(problem)
+        row.add(result, problem)
         progress(f"{dataset.name:>14}   0 ms {row.tool:<19} {result.wall:7.2f} s {problem or 'ok'}")
         return row
 
@@ -342,6 +348,11 @@ def table(rows: Sequence[Row]) -> str:
     lines = [header, "|" + "---|" * 11]
     for row in rows:
         if not row.runs:
+            if row.failed:
+                lines.append(
+                    f"| {row.dataset.name} | {row.rtt_ms} ms | {row.tool} | 0 "
+                    f"| | | | | | | NO: {'; '.join(row.problems)[:80]} |"
+                )
             continue
         fetchmail = find(rows, row.dataset, row.rtt_ms, "fetchmail-smtp")
         ratio = ""
@@ -350,8 +361,9 @@ def table(rows: Sequence[Row]) -> str:
         check = "yes" if not row.problems else "NO: " + "; ".join(row.problems)[:80]
         if row.tool == "ceiling" and not row.problems:
             check = "(no delivery)"
+        runs = f"{len(row.runs)}" + (f" (+{row.failed} failed)" if row.failed else "")
         lines.append(
-            f"| {row.dataset.name} | {row.rtt_ms} ms | {row.tool} | {len(row.runs)} "
+            f"| {row.dataset.name} | {row.rtt_ms} ms | {row.tool} | {runs} "
             f"| {row.rate:,.0f} | {row.mbs:,.1f} | {row.rss_mb:.0f} | {row.cpu:.2f} "
             f"| {row.wall:.2f} | {ratio} | {check} |"
         )
@@ -504,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "rtt_ms": r.rtt_ms,
                             "tool": r.tool,
                             "runs": len(r.runs),
+                            "failed": r.failed,
                             "msg_s": r.rate,
                             "mb_s": r.mbs,
                             "rss_mb": r.rss_mb,
