@@ -82,8 +82,7 @@ class Pop3Editor(QWidget):
             "Extra trusted &certificate:",
             self.ca_file,
             focus=self.ca_file.edit,
-            help_text="Usually empty. Only for an ISP whose certificate your computer does not "
-            "know: choose the CA file (PEM) the ISP gave you.",
+            help_text="Usually empty; only if the ISP gave you a CA file (PEM).",
         )
         f.add(
             "Leave a cop&y at the ISP:",
