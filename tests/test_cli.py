@@ -138,8 +138,8 @@ def test_check_changes_nothing(
     SecretStore().set("alice", PASSWORD)
     config = write_config(tmp_path, pop3.port)
     code, out, _ = run(capsys, "--config", str(config), "check")
-    assert "OK    mailbox alice: logged in to 127.0.0.1" in out
-    assert "3 messages" in out
+    assert "OK    mailbox alice: Logged in to 127.0.0.1" in out
+    assert "3 message(s)" in out and "Nothing was downloaded or deleted" in out
     assert "OK    delivery:" in out and "are writable" in out
     assert "Keyring:" in out and "not the system keyring" in out
     assert len(pop3.remaining) == 3

@@ -307,37 +307,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _check(config: configmod.Config, secrets: SecretStore) -> bool:
-    from postbridge.engine.cycle import Collector, make_target
+    from postbridge.engine.checks import check_delivery, check_pop3
 
     ok = True
     for mailbox in config.mailboxes:
-        client = Collector.pop3_for(mailbox)
         try:
-            password = secrets.require(mailbox.secret_account)
-            await client.connect()
-            await client.login(mailbox.username, password, method=mailbox.auth)
-            count, size = await client.stat()
-            caps = client.capabilities
-            if caps.expire == "0" and mailbox.leave_on_server_days > 0:
-                _out(f"  note: {mailbox.host} deletes mail on download (EXPIRE 0)")
-            await client.quit()
-            _out(
-                f"OK    mailbox {mailbox.name}: logged in to {mailbox.host}:{mailbox.port}, "
-                f"{count} messages ({size:,} bytes) waiting"
-            )
+            words = await check_pop3(mailbox, secrets.require(mailbox.secret_account))
+            _out(f"OK    mailbox {mailbox.name}: {words}")
         except PostbridgeError as exc:
             ok = False
             _out(f"FAIL  mailbox {mailbox.name}: {exc}")
             if exc.detail:
                 _out(f"      ({exc.detail})")
-        finally:
-            await client.close()
     try:
-        target = make_target(config, secrets)
-        try:
-            _out(f"OK    delivery: {await target.check()}")
-        finally:
-            await target.aclose()
+        _out(f"OK    delivery: {await check_delivery(config, secrets)}")
     except PostbridgeError as exc:
         ok = False
         _out(f"FAIL  delivery: {exc}")

@@ -44,9 +44,9 @@ ENVELOPE_HEADERS = (
     "Received",
 )
 RESERVED_NAMES = ("delivery", "signal")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.?[^@\s<>,;]*$")
-_DOMAIN_RE = re.compile(
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.?[^@\s<>,;]*$")
+DOMAIN_RE = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 
@@ -238,7 +238,7 @@ class _Section:
 
 
 def _address(section: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not _ADDRESS_RE.match(value.strip()):
+    if not isinstance(value, str) or not ADDRESS_RE.match(value.strip()):
         section.fail(
             key, f'must be an e-mail address such as "alice@example.com" (found {value!r})'
         )
@@ -289,7 +289,7 @@ def _load_mailbox(path: Path, index: int, data: Any) -> MailboxConfig:
     label = f"[[mailbox]] number {index + 1}"
     s = _Section(path, label, data)
     name = s.str_("name", required=True)
-    if not _NAME_RE.match(name) or name in RESERVED_NAMES:
+    if not NAME_RE.match(name) or name in RESERVED_NAMES:
         s.fail(
             "name",
             "must be a short name of letters, digits, '.', '_' or '-' "
@@ -316,7 +316,7 @@ def _load_mailbox(path: Path, index: int, data: Any) -> MailboxConfig:
                 'must list the office\'s domains, e.g. local_domains = ["example.com"]',
             )
         for domain in cast(list[Any], domains):
-            if not isinstance(domain, str) or not _DOMAIN_RE.match(domain):
+            if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
                 s.fail("local_domains", f"contains {domain!r}, which is not a domain name")
         local_domains = tuple(d.lower() for d in cast(list[str], domains))
         envelope = s.get("envelope_header", "auto")
@@ -363,7 +363,7 @@ def _signal_domains(s: _Section, kind: str) -> tuple[str, ...]:
         bare = domain[1:] if isinstance(domain, str) and domain[:1] in "@#" else domain
         if kind == "atrn" and bare is not domain:
             s.fail("domains", f"contains {domain!r}; ATRN takes plain domain names")
-        if not isinstance(bare, str) or not _DOMAIN_RE.match(bare):
+        if not isinstance(bare, str) or not DOMAIN_RE.match(bare):
             s.fail("domains", f"contains {domain!r}, which is not a domain name")
         result.append(cast(str, domain).lower())
     return tuple(dict.fromkeys(result))

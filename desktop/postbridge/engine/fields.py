@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
-from postbridge.engine.config import _ADDRESS_RE, _DOMAIN_RE, _NAME_RE, RESERVED_NAMES
+from postbridge.engine.config import ADDRESS_RE, DOMAIN_RE, NAME_RE, RESERVED_NAMES
 
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?$")
 _SPLIT = re.compile(r"[\s,;]+")
@@ -56,7 +56,7 @@ def check_address(text: str, *, what: str = "an e-mail address") -> str | None:
     value = text.strip()
     if not value:
         return f"Enter {what}, e.g. alice@example.com."
-    if not _ADDRESS_RE.match(value):
+    if not ADDRESS_RE.match(value):
         return f"“{value}” is not an e-mail address; write it like alice@example.com."
     return None
 
@@ -67,7 +67,7 @@ def check_domain(text: str) -> str | None:
         return "Enter a domain, e.g. example.com."
     if "@" in value:
         return f"“{value}” looks like an address; enter only the part after @."
-    if not _DOMAIN_RE.match(value):
+    if not DOMAIN_RE.match(value):
         return f"“{value}” is not a domain name such as example.com."
     return None
 
@@ -89,7 +89,7 @@ def check_mailbox_name(name: str, *, taken: Iterable[str] = ()) -> str | None:
         return "Give the mailbox a short name, e.g. office or alice."
     if value in RESERVED_NAMES:
         return f"“{value}” is reserved; choose another name."
-    if not _NAME_RE.match(value):
+    if not NAME_RE.match(value):
         return "Use letters, digits, '.', '_' or '-' only (no spaces), at most 64."
     if value in set(taken):
         return f"Another mailbox is already named “{value}”."

@@ -34,6 +34,26 @@ _OS_KEYRING_MODULES = (
 )
 
 
+_FRIENDLY = (
+    ("keyring.backends.Windows", "Windows Credential Manager"),
+    ("keyring.backends.macOS", "the macOS Keychain"),
+    ("keyring.backends.SecretService", "the desktop's Secret Service (GNOME Keyring, KWallet)"),
+    ("keyring.backends.kwallet", "KWallet"),
+    ("keyring.backends.libsecret", "the desktop's Secret Service (libsecret)"),
+    ("keyrings.alt.file", "a file of keyrings.alt (passwords only base64-encoded)"),
+    ("keyring.backends.fail", "no keyring at all"),
+    ("keyring.backends.null", "no keyring at all"),
+)
+
+
+def friendly_name(backend: str) -> str:
+    """Words for a keyring backend's class name, e.g. "the macOS Keychain"."""
+    for prefix, words in _FRIENDLY:
+        if backend.startswith(prefix):
+            return words
+    return backend
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     name: str
@@ -41,15 +61,16 @@ class BackendInfo:
     usable: bool
 
     def describe(self) -> str:
+        friendly = friendly_name(self.name)
         if not self.usable:
             return (
-                f"No usable keyring ({self.name}). Postbridge cannot store passwords: "
+                f"No usable keyring ({friendly}). Postbridge cannot store passwords: "
                 "install or unlock your desktop's keyring (Secret Service, KWallet)."
             )
         if self.is_os_keyring:
-            return f"Passwords are kept in the system keyring ({self.name})."
+            return f"Passwords are kept in the system keyring: {friendly}."
         return (
-            f"Warning: passwords are kept by {self.name}, which is not the system keyring; "
+            f"Warning: passwords are kept in {friendly}, which is not the system keyring; "
             "they may be stored in a file that other programs can read."
         )
 
@@ -70,6 +91,9 @@ def backend_info() -> BackendInfo:
     names = [_backend_name(b) for b in inner]
     is_os = any(n.startswith(_OS_KEYRING_MODULES) for n in names)
     usable = not name.startswith("keyring.backends.fail") and bool(inner)
+    if chained:
+        # Name what actually holds the passwords: the first OS store, else the first backend.
+        name = next((n for n in names if n.startswith(_OS_KEYRING_MODULES)), names[0])
     return BackendInfo(name=name, is_os_keyring=is_os, usable=usable)
 
 
