@@ -57,7 +57,11 @@ def test_cli_self_test_passes_and_warns_about_a_file_keyring(tmp_path: Path) -> 
     )
     for line in ("config file:", "data folder:", "log folder:", "ledger: created", "TLS:"):
         assert line in out
-    assert "windows built and rendered: no-tray window, Activity, About, no-config window" in out
+    assert (
+        "windows built and rendered: no-tray window, Activity, About, no-config window, "
+        "first-run wizard" in out
+    )
+    assert "Settings… opens: SettingsDialog" in out
     assert "worker thread: its asyncio loop ran a poll cycle" in out
     # It ran entirely in a temporary folder: nothing new in the (test's) home, no log file.
     assert files_under(home) - before == set()

@@ -11,7 +11,8 @@ check here does the real thing, once, in a temporary directory:
 * the resources (icons) are found;
 * the QApplication starts, and the whole tray app is built: menu, tray icon, the worker thread
   with its asyncio loop (it must run one poll cycle and report back), the Activity, About,
-  no-config and no-tray windows and whatever "Settings…" opens, each rendered once;
+  no-config and no-tray windows, the first-run wizard and whatever "Settings…" opens, each
+  rendered once;
 * the single-instance lock and local socket work (QtNetwork);
 * platformdirs resolves the config, data and log folders (printed, not created);
 * keyring's backends are visible, and the one in use is printed, with a warning when it is
@@ -386,6 +387,8 @@ def _check_tray_app(report: Report, folder: Path) -> None:
             windows["About"] = shell.about
             shell.show_no_config()
             windows["no-config window"] = shell.no_config
+            shell.show_first_run()
+            windows["first-run wizard"] = shell.wizard
             _render_and_close(windows)
             report.ok(f"windows built and rendered: {', '.join(windows)}")
             # Whatever "Settings…" opens (a dialog, or the config file in an editor for now).
