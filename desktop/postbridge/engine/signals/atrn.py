@@ -180,7 +180,10 @@ class _ReversedSmtp(SMTP):
 
     def __init__(self, handler: _Handler, *, closed: asyncio.Future[None], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._closed = closed
+        # Not ``_closed``: asyncio.StreamReaderProtocol, aiosmtpd's base class, has a future of
+        # that name and sets the connection's error on it (ConnectionResetError would then
+        # surface here as a crash instead of an ordinary end of the session).
+        self._session_closed = closed
         self.timed_out = False
 
     def data_received(self, data: bytes) -> None:
@@ -197,8 +200,8 @@ class _ReversedSmtp(SMTP):
         try:
             super().connection_lost(error)
         finally:
-            if not self._closed.done():
-                self._closed.set_result(None)
+            if not self._session_closed.done():
+                self._session_closed.set_result(None)
 
 
 async def _serve(
