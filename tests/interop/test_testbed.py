@@ -314,7 +314,8 @@ def test_postfix_stop_leaves_no_process(certificates: Certificates):
             client.sendmail("sender@isp.test", ["alice@example.com"], MESSAGE)
             server.wait_for("alice@example.com", 1)
             processes = server.processes()  # with an smtpd mid-session
-        assert {"master", "qmgr", "smtpd", "virtual"} <= _names(processes)
+        # virtual(8) may already have exited after the delivery; these three are always there.
+        assert {"master", "qmgr", "smtpd"} <= _names(processes)
     finally:
         server.stop()
     assert _alive(processes) == []
