@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import itertools
 import ssl
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from postbridge.engine.delivery.wire import DataEncoder
+from tests.fakes.base import LoopbackServer, run_in_thread
 
 __all__ = ["FakeOdmrServer", "QueuedMessage", "run_in_thread"]
 
@@ -261,7 +259,7 @@ class OdmrSession:
                 server.queue.remove(message)
 
 
-class FakeOdmrServer:
+class FakeOdmrServer(LoopbackServer):
     """The ISP's ODMR service: credentials, a queue of held mail, and fault knobs."""
 
     def __init__(
@@ -275,6 +273,7 @@ class FakeOdmrServer:
         mechanisms: Iterable[str] = ("PLAIN", "LOGIN", "CRAM-MD5"),
         hostname: str = "odmr.isp.test",
     ) -> None:
+        super().__init__()
         self.queue = list(messages)
         self.username = username
         self.password = password
@@ -295,55 +294,12 @@ class FakeOdmrServer:
         self.requested: list[list[str]] = []
         self.acknowledged: list[QueuedMessage] = []
         self.used_cram_md5 = False
-        self.sessions = 0
 
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+    stop_grace = 2.0
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)
-        if tasks:
-            _, running = await asyncio.wait(tasks, timeout=2)
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.wait(running, timeout=5)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._server.wait_closed()
-            self._server = None
-        await asyncio.sleep(0)
-
-    async def __aenter__(self) -> FakeOdmrServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    async def handle_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await self.stop()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self.sessions += 1
         plain_transport = writer.transport
         try:
             await OdmrSession(self, reader, writer).run()
@@ -355,36 +311,3 @@ class FakeOdmrServer:
             if writer.transport is None:  # CPython gh-105993, a failed handshake
                 vars(writer)["_transport"] = plain_transport
             writer.transport.abort()
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-
-
-def run_in_thread(server: FakeOdmrServer) -> tuple[tuple[str, int], Callable[[], None]]:
-    """Serve ``server`` from its own event loop in a thread (for CLI tests).
-
-    Returns ``((host, port), stop)``; read the server's records only after ``stop()``.
-    """
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(server.stop())
-            loop.close()
-
-    thread = threading.Thread(target=serve, name="fake-odmr", daemon=True)
-    thread.start()
-    if not ready.wait(timeout=10):
-        raise RuntimeError("the fake ODMR server did not start within 10 s")
-
-    def stop() -> None:
-        if thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-
-    return (server.host, server.port), stop

@@ -25,12 +25,11 @@ import hashlib
 import itertools
 import os
 import ssl
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from postbridge.engine.pop3.replies import dot_stuff
+from tests.fakes.base import LoopbackServer, run_in_thread
 
 __all__ = ["FakeMessage", "FakePop3Server", "FakePop3Session", "run_in_thread"]
 
@@ -397,7 +396,7 @@ class FakePop3Session:
         self.push("+OK Logging out, messages deleted.")
 
 
-class FakePop3Server:
+class FakePop3Server(LoopbackServer):
     """The fake server: a maildrop, credentials, capabilities and fault knobs.
 
     Fault knobs (attributes; change them any time):
@@ -437,6 +436,7 @@ class FakePop3Server:
         stls_context: ssl.SSLContext | None = None,
         session_class: type[FakePop3Session] = FakePop3Session,
     ) -> None:
+        super().__init__()
         self.messages = [FakeMessage(data) for data in messages]
         self.username = username
         self.password = password
@@ -466,14 +466,7 @@ class FakePop3Server:
         self.commands: list[str] = []
         self.command_batches: list[int] = []
         self.committed: list[list[str]] = []
-        self.sessions = 0
         self.locked_by: FakePop3Session | None = None
-
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def remaining(self) -> list[bytes]:
@@ -484,50 +477,12 @@ class FakePop3Server:
     def remaining_uids(self) -> list[str]:
         return [message.uid for message in self.messages]
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=self.tls_context)
-        self.port = self._server.sockets[0].getsockname()[1]
+    def server_ssl(self) -> ssl.SSLContext | None:
+        return self.tls_context
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        # Aborted transports end their sessions (EOF) within a loop turn or two;
-        # cancel only what is still running after that.
-        tasks = list(self._tasks)
-        if tasks:
-            _, running = await asyncio.wait(tasks, timeout=1)
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.wait(running, timeout=5)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._server.wait_closed()
-            self._server = None
-        # Let aborted transports run connection_lost and close their sockets.
-        await asyncio.sleep(0)
-
-    async def __aenter__(self) -> FakePop3Server:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    async def handle_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await self.stop()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self.sessions += 1
         session = self.session_class(self, reader, writer)
         try:
             await session.run()
@@ -540,48 +495,3 @@ class FakePop3Server:
         finally:
             session.release()
             writer.transport.abort()
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-
-
-def run_in_thread(
-    server: FakePop3Server,
-) -> tuple[tuple[str, int], Callable[[], None]]:
-    """Serve ``server`` from its own event loop in a thread, for synchronous tests.
-
-    Returns ``((host, port), stop)``; ``stop()`` shuts the server down and joins
-    the thread. Read the server's records only after ``stop()``.
-    """
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start())
-        except BaseException as error:
-            failure.append(error)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(server.stop())
-            loop.close()
-
-    thread = threading.Thread(target=serve, name="fake-pop3", daemon=True)
-    thread.start()
-    if not ready.wait(timeout=10):
-        raise RuntimeError("the fake POP3 server did not start within 10 s")
-    if failure:
-        raise failure[0]
-
-    def stop() -> None:
-        if thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-
-    return (server.host, server.port), stop
