@@ -247,3 +247,16 @@ def test_run_polls_until_sigterm(tmp_path: Path) -> None:
     assert "3 delivered" in out
     assert len(list(maildir.iterdir())) == 3
     assert server.remaining == []
+
+
+def test_app_without_a_desktop_session_says_what_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = run(capsys)
+    assert code == cli.EXIT_CONFIG
+    assert "needs a desktop session" in err and "postbridge run" in err
+    assert cli.no_display_problem({"DISPLAY": ":0"}) is None
+    assert cli.no_display_problem({"QT_QPA_PLATFORM": "offscreen"}) is None

@@ -19,9 +19,10 @@ import contextlib
 import datetime as dt
 import getpass
 import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from postbridge import __version__
@@ -466,6 +467,25 @@ def cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return EXIT_OK
 
 
+def no_display_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the tray app cannot open a window here (Linux without a desktop), or None.
+
+    Without this, Qt aborts with a message about platform plugins that tells a user
+    nothing; on a server the headless ``postbridge run`` is what they want.
+    """
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "The Postbridge app needs a desktop session, and this one has none (neither DISPLAY "
+        "nor WAYLAND_DISPLAY is set). On a server, run it headless instead: "
+        "“postbridge run” polls on the configured interval, “postbridge poll --once” "
+        "polls once."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -486,6 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command is None:
+            problem = no_display_problem()
+            if problem:
+                _err(problem)
+                return EXIT_CONFIG
             from postbridge.app.main import main as app_main  # Qt loads only for the app
 
             return app_main(config_path=args.config, hidden=args.hidden)
