@@ -261,7 +261,7 @@ class Bench:
                 port = self.dovecot.pop3s_port
                 if rtt_ms:
                     proxy = DelayProxy(target_port=port, one_way=rtt_ms / 2000)
-                    proxy.start()
+                    proxy.start_in_thread()
                     port = proxy.port
                 try:
                     block = [Row(dataset, rtt_ms, tool) for tool in selected]
@@ -281,7 +281,7 @@ class Bench:
                     rows.extend(block)
                 finally:
                     if proxy is not None:
-                        proxy.stop()
+                        proxy.stop_thread()
             del corpus
         return rows
 

@@ -6,7 +6,8 @@ is not capped: chunks are delayed, not serialised (a delay line, like ``netem de
 direction buffers at most ``MAX_CHUNKS`` chunks of up to ``READ_SIZE`` bytes; beyond that the
 proxy stops reading, and TCP flow control slows the sender down.
 
-It runs on an event loop of its own in a background thread, so the benchmark's main thread can
+It runs on an event loop of its own in a background thread (``with DelayProxy(...)``, or
+``start_in_thread()`` / ``stop_thread()``), so the benchmark's main thread can
 drive child processes synchronously. TLS passes through untouched: clients still verify the
 server's certificate for ``localhost``.
 """
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+from collections.abc import Callable
 from types import TracebackType
+
+from tests.fakes.base import LoopbackServer, run_in_thread
 
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 256 * 1024
@@ -24,66 +27,38 @@ MAX_CHUNKS = 64
 START_TIMEOUT = 10.0
 
 
-class DelayProxy:
-    """Forwards ``LOOPBACK:port`` to ``target_host:target_port``, ``one_way`` seconds late."""
+class DelayProxy(LoopbackServer):
+    """Forwards ``LOOPBACK:port`` to ``target_host:target_port``, ``one_way`` seconds late.
+
+    The listening, session tracking and thread plumbing are the fake servers' own
+    (:mod:`tests.fakes.base`); this class only forwards.
+    """
 
     def __init__(self, *, target_port: int, one_way: float, target_host: str = LOOPBACK) -> None:
         if one_way < 0:
             raise ValueError(f"delay must not be negative, got {one_way}")
+        super().__init__()
         self.target_host = target_host
         self.target_port = target_port
         self.one_way = one_way
-        self.port = 0
-        self.connections = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop_thread: Callable[[], None] | None = None
+
+    @property
+    def connections(self) -> int:
+        return self.sessions
 
     # -- lifecycle (main thread) ----------------------------------------------------------------
 
-    def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
+    def start_in_thread(self) -> None:
+        _, self._stop_thread = run_in_thread(self)
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._accept, LOOPBACK, 0)
-                )
-                self.port = self._server.sockets[0].getsockname()[1]
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self._shutdown())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="delay-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT):
-            raise RuntimeError("the delay proxy did not start")
-        if failure:
-            raise failure[0]
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(RuntimeError):  # already closed
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(START_TIMEOUT)
-        self._loop = self._thread = None
+    def stop_thread(self) -> None:
+        stop, self._stop_thread = self._stop_thread, None
+        if stop is not None:
+            stop()
 
     def __enter__(self) -> DelayProxy:
-        self.start()
+        self.start_in_thread()
         return self
 
     def __exit__(
@@ -92,23 +67,13 @@ class DelayProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.stop_thread()
 
     # -- the proxy (its own thread) -------------------------------------------------------------
 
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.connections += 1
+    async def handle_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 up_reader, up_writer = await asyncio.open_connection(
@@ -116,14 +81,14 @@ class DelayProxy:
                 )
         except (OSError, TimeoutError):
             writer.close()
-            self._tasks.discard(task)
             return
         try:
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # stopped by stop(); start_server would log a cancelled handler
         finally:
             for w in (writer, up_writer):
                 w.close()
-            self._tasks.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy one direction through a delay line; at EOF or error, close the other side."""
