@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets as pysecrets
 import ssl
@@ -89,6 +88,7 @@ from postbridge.engine.signals import (
     signal_mailbox,
 )
 from postbridge.engine.spool import Spool, SpooledFile, SpoolWriter
+from postbridge.engine.tls import client_context
 
 log = logging.getLogger("postbridge.cycle")
 
@@ -102,25 +102,8 @@ PIPELINE_DEPTH = 32
 
 
 def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verification on, the system's trust store, plus the optional extra anchor.
-
-    Reading the system's trust store costs ~50 ms, once per POP3 session (every
-    ``delete_batch`` messages); the context is therefore shared until the CA
-    file changes on disk. Nothing modifies it after it is made.
-    """
-    stamp = None
-    if ca_file is not None:
-        with contextlib.suppress(OSError):
-            stamp = ca_file.stat().st_mtime_ns
-    return _ssl_context(ca_file, stamp)
-
-
-@functools.lru_cache(maxsize=8)
-def _ssl_context(ca_file: Path | None, stamp: int | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
+    """Verification on, the system's trust store, plus the optional extra anchor."""
+    return client_context(ca_file, used_for="this mailbox")
 
 
 def make_target(config: Config, secrets: SecretStore) -> DeliveryTarget:

@@ -56,6 +56,7 @@ from postbridge.engine.errors import (
     StorageError,
     TLSError,
 )
+from postbridge.engine.tls import client_context
 
 log = logging.getLogger("postbridge.smtp")
 
@@ -205,16 +206,7 @@ class SmtpClient:
         if self._ssl_context is None:
             # Verification on (CERT_REQUIRED, hostname check); a ca_file is how
             # an office trusts its own server's self-made certificate.
-            try:
-                self._ssl_context = ssl.create_default_context(
-                    cafile=os.fspath(self._ca_file) if self._ca_file else None
-                )
-            except (OSError, ssl.SSLError) as error:
-                raise TLSError(
-                    f"The CA file {self._ca_file} chosen for the {self.server} could not "
-                    "be read as a certificate.",
-                    detail=str(error),
-                ) from error
+            self._ssl_context = client_context(self._ca_file, used_for=f"the {self.server}")
         return self._ssl_context
 
     def _tls_failure(self, error: BaseException) -> TLSError:

@@ -13,7 +13,8 @@ import ssl
 from postbridge.engine.config import SignalConfig
 from postbridge.engine.delivery.smtpclient import OpenConnection, SmtpClient
 from postbridge.engine.delivery.wire import Reply
-from postbridge.engine.errors import PostbridgeError, TLSError
+from postbridge.engine.errors import PostbridgeError
+from postbridge.engine.tls import client_context
 
 
 class SignalRefused(PostbridgeError):
@@ -42,17 +43,7 @@ def server_words(kind: str) -> str:
 
 def ssl_context(cfg: SignalConfig) -> ssl.SSLContext:
     """Verification on, the system's trust store, plus the optional ``ca_file``."""
-    context = ssl.create_default_context()
-    if cfg.ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(cfg.ca_file))
-        except (OSError, ssl.SSLError) as error:
-            raise TLSError(
-                f"The CA file {cfg.ca_file} chosen for the online signal could not be "
-                "read as a certificate.",
-                detail=str(error),
-            ) from error
-    return context
+    return client_context(cfg.ca_file, used_for="the online signal")
 
 
 def make_client(

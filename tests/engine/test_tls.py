@@ -1,0 +1,30 @@
+"""TLS contexts: always verifying, a CA file adds trust, a bad one is an error in words."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from postbridge.engine.errors import TLSError
+from postbridge.engine.tls import client_context
+
+
+def test_verifies_and_adds_the_ca_file(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    context = client_context(pem)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    subjects = [c["subject"] for c in context.get_ca_certs()]
+    assert any("trustme" in str(s) for s in subjects)
+    assert client_context(None).verify_mode == ssl.CERT_REQUIRED
+
+
+def test_unreadable_ca_file_is_a_tls_error_in_words(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("hello")
+    with pytest.raises(TLSError, match=r"CA file .*not-a-cert.pem chosen for the office"):
+        client_context(bad, used_for="the office server")
