@@ -275,3 +275,25 @@ async def test_check_reports_words_and_fails_with_storage_error(tmp_path: Path):
     blocker.write_bytes(b"")
     with pytest.raises(StorageError, match="cannot write to the Maildir folders"):
         await MaildirTarget(root=blocker / "Mail").check()
+
+
+async def test_a_job_held_in_memory_is_delivered_like_a_spool_file(tmp_path: Path) -> None:
+    target = MaildirTarget(root=tmp_path / "mail")
+    job = DeliveryJob(
+        key="k-mem",
+        path=None,
+        data=b"Subject: in memory\r\n\r\nbody\r\n",
+        sender="a@isp.example",
+        recipients=("alice@example.com",),
+    )
+    results = await target.deliver(job)
+    assert results["alice@example.com"].status == "accepted"
+    (saved,) = (tmp_path / "mail" / "alice@example.com" / "new").iterdir()
+    assert saved.read_bytes() == b"Subject: in memory\n\nbody\n"
+
+
+def test_a_job_needs_exactly_one_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        DeliveryJob(key="k", path=None, sender="", recipients=("a@b",))
+    with pytest.raises(ValueError, match="exactly one"):
+        DeliveryJob(key="k", path=tmp_path / "x", data=b"x", sender="", recipients=("a@b",))

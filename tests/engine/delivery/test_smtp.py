@@ -116,6 +116,29 @@ async def test_skip_replaces_the_header_block(start_server: StartServer, spool):
     assert f"SIZE={len(received.content)}" in received.mail_options
 
 
+async def test_a_job_held_in_memory_is_sent_with_skip_and_size(start_server: StartServer):
+    handler = Handler()
+    server = await start_server(handler)
+    head = b"To: all@isp.example\r\n\r\n"
+    new_head = b"To: alice@example.com\r\n\r\n"
+    smtp = target(server.port)
+    the_job = DeliveryJob(
+        key=KEY,
+        path=None,
+        data=head + b".body\r\n",
+        sender="ann@isp.example",
+        recipients=(ALICE,),
+        prepend=new_head,
+        skip=len(head),
+    )
+    results = await smtp.deliver(the_job)
+    await smtp.aclose()
+    assert results[ALICE].status == "accepted"
+    [received] = handler.messages
+    assert received.content == new_head + b".body\r\n"
+    assert f"SIZE={len(received.content)}" in received.mail_options
+
+
 async def test_message_without_final_newline_gets_one(start_server: StartServer, spool):
     handler = Handler()
     server = await start_server(handler)

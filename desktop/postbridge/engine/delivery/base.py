@@ -17,12 +17,13 @@ matching :class:`~postbridge.engine.errors.PostbridgeError`.
 
 from __future__ import annotations
 
+import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 Status = Literal["accepted", "temporary", "permanent"]
 
@@ -38,24 +39,41 @@ class DeliveryJob:
     crashed between the rename and the ledger commit idempotent. No key may be
     another key followed by a dot and more (Maildir matches ``<key>.*``).
 
-    What is delivered is ``prepend`` followed by the spool file from byte
+    What is delivered is ``prepend`` followed by the message from byte
     ``skip`` on: ``skip`` leaves out a header block that ``prepend`` replaces.
+    The message is the spool file at ``path``, or ``data`` when the poll cycle
+    still holds a small message in memory (it then never touched the spool).
     """
 
     key: str
-    path: Path
+    path: Path | None
     sender: str
     recipients: tuple[str, ...]
     prepend: bytes = b""
     skip: int = 0
+    data: bytes | None = None
 
     def __post_init__(self) -> None:
+        if (self.path is None) == (self.data is None):
+            raise ValueError("a delivery job needs exactly one of path and data")
         if not _KEY_RE.fullmatch(self.key) or len(self.key) > 128:
             raise ValueError(f"delivery key must match [A-Za-z0-9._-]+: {self.key!r}")
         if self.prepend and not self.prepend.endswith(b"\r\n"):
             raise ValueError("prepend must be complete CRLF-terminated header lines")
         if self.skip < 0:
             raise ValueError("skip must not be negative")
+
+    @property
+    def where(self) -> str:
+        """The message's place, for error words."""
+        return str(self.path) if self.path is not None else "(held in memory)"
+
+    def open(self) -> BinaryIO:
+        """The message as a binary file positioned at 0 (OSError if the spool file is gone)."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return open(self.path, "rb")
 
 
 @dataclass(frozen=True)

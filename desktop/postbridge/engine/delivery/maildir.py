@@ -219,12 +219,12 @@ class MaildirTarget(DeliveryTarget):
         except OSError as error:
             return self._storage_failure(recipient, folder, error)
         try:
-            source = open(job.path, "rb")  # noqa: SIM115 - closed below, split for the words
+            source = job.open()
         except OSError as error:
             return RecipientResult(
                 recipient,
                 "temporary",
-                f"Could not read the spooled message {job.path}: {_os_error_words(error)}. "
+                f"Could not read the spooled message {job.where}: {_os_error_words(error)}. "
                 "It will be tried again.",
             )
         try:

@@ -191,6 +191,7 @@ class SmtpTarget(DeliveryTarget):
                 sender=job.sender,
                 recipients=sendable,
                 path=job.path,
+                data=job.data,
                 prepend=job.prepend,
                 skip=job.skip,
             )

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import io
 import logging
 import os
 import re
@@ -527,11 +528,12 @@ class SmtpClient:
         *,
         sender: str,
         recipients: list[str] | tuple[str, ...],
-        path: Path,
+        path: Path | None = None,
+        data: bytes | None = None,
         prepend: bytes = b"",
         skip: int = 0,
     ) -> dict[str, Verdict]:
-        """Send ``prepend`` + the file from byte ``skip``; return each recipient's verdict.
+        """Send ``prepend`` + the file (or ``data``) from byte ``skip``; return the verdicts.
 
         Raises StorageError if the spool file cannot be read (before anything
         is sent, or mid-DATA: then the connection is dropped rather than the
@@ -545,13 +547,20 @@ class SmtpClient:
         try:
             # Spool reads are local and short (DESIGN: such blocking work may run
             # inline); a thread hop per 1 MiB chunk would cost more than it saves.
-            source = open(path, "rb")  # noqa: SIM115, ASYNC230 - closed by the with below
+            source: BinaryIO
+            if data is not None:
+                source, total = io.BytesIO(data), len(data)
+            elif path is not None:
+                source = open(path, "rb")  # noqa: SIM115, ASYNC230 - closed by the with below
+                total = os.fstat(source.fileno()).st_size
+            else:
+                raise ValueError("send needs a path or data")
         except OSError as error:
             raise StorageError(
                 f"Could not read the spooled message {path}.", detail=str(error)
             ) from error
         with source:
-            size = len(prepend) + max(0, os.fstat(source.fileno()).st_size - skip)
+            size = len(prepend) + max(0, total - skip)
             source.seek(skip)
             await self.connect()
             verdicts: dict[str, Verdict] = {}
