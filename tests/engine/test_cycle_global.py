@@ -31,7 +31,8 @@ class RecordingTarget(DeliveryTarget):
 
     async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
         self.jobs.append(job)
-        self.bodies.append(job.prepend + job.path.read_bytes()[job.skip :])
+        with job.open() as source:
+            self.bodies.append(job.prepend + source.read()[job.skip :])
         out = {}
         for r in job.recipients:
             if r in self.refuse:

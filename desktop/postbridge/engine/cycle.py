@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets as pysecrets
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from postbridge.engine import meta as metamod
 from postbridge.engine.config import Config, MailboxConfig
-from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget
+from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
 from postbridge.engine.errors import Cancelled, PostbridgeError, ProtocolError
 from postbridge.engine.events import (
     CycleFinished,
@@ -66,6 +67,7 @@ from postbridge.engine.ledger import (
     SPOOLED,
     Ledger,
     Row,
+    Settlement,
 )
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import DataPaths
@@ -87,7 +89,7 @@ from postbridge.engine.signals import (
     signal_before_poll,
     signal_mailbox,
 )
-from postbridge.engine.spool import Spool, SpooledFile, SpoolWriter
+from postbridge.engine.spool import Spool, SpoolWriter
 from postbridge.engine.tls import client_context
 
 log = logging.getLogger("postbridge.cycle")
@@ -133,6 +135,64 @@ def make_target(config: Config, secrets: SecretStore) -> DeliveryTarget:
 
 
 Pop3Factory = Callable[[MailboxConfig], Pop3Client]
+
+
+_DUPLICATE = "an identical copy (same Message-ID and body) was already delivered"
+
+
+@dataclass
+class _Arrival:
+    """A message downloaded in this session, on its way to delivery."""
+
+    num: int
+    ledger_id: int
+    key: str
+    writer: SpoolWriter
+    path: Path | None = None  # its spool file, for a message too big to hold in memory
+    data: bytes | None = None  # the whole message, when small
+
+    def body_sha256(self, offset: int) -> str:
+        if self.data is not None:
+            return hashlib.sha256(memoryview(self.data)[offset:]).hexdigest()
+        assert self.path is not None
+        return _file_sha256(self.path, offset)
+
+    def discard(self) -> None:
+        """Forget a download that was never recorded: the message stays at the ISP."""
+        self.writer.abort()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Plan:
+    """What the fast path decided for one arrival, and (after delivery) its state."""
+
+    arrival: _Arrival
+    head: bytes
+    meta: dict[str, str | None]
+    decision: RouteDecision
+    recipients: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    copies: tuple[str, str, tuple[str, ...]] | None = None
+    job: DeliveryJob | None = None
+    state: str = LISTED
+    error: str | None = None
+
+
+def _file_sha256(path: Path, offset: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 @dataclass
@@ -201,7 +261,7 @@ class Collector:
         self.ledger.close()
 
     def request_stop(self) -> None:
-        """Stop after the message being handled now (safe from the loop's thread)."""
+        """Stop after the messages being delivered now (safe from the loop's thread)."""
         self.stop_requested = True
 
     # -- the cycle ---------------------------------------------------------
@@ -413,6 +473,7 @@ class Collector:
         ids = self.ledger.add_listed(mailbox.name, [(uidls[n], sizes.get(n, 0)) for n in batch])
         for num in batch:
             session.ids[num] = ids[uidls[num]]
+        keys = self.ledger.keys([session.ids[num] for num in batch])
         writers: dict[int, SpoolWriter] = {}
 
         def open_sink(num: int) -> SpoolWriter:
@@ -420,22 +481,16 @@ class Collector:
             writers[num] = writer
             return writer
 
-        async def deliver(item: tuple[int, asyncio.Future[SpooledFile]]) -> None:
-            num, committing = item
-            spooled = await committing
-            await self._after_spool(
-                session, num, session.ids[num], spooled.size, spooled.sha256, spooled.head
-            )
+        async def deliver(arrivals: list[_Arrival]) -> None:
+            await self._deliver_window(session, arrivals)
 
-        # The next messages download while this one is made durable and delivered;
-        # deliveries stay in order, one at a time.
-        pipeline: Pipeline[tuple[int, asyncio.Future[SpooledFile]]]
-        pipeline = Pipeline(deliver, depth=PIPELINE_DEPTH)
+        # The next messages download while the ones before are delivered, in
+        # order, in batches of what arrived meanwhile (pipeline.py).
+        pipeline: Pipeline[_Arrival] = Pipeline(deliver, depth=PIPELINE_DEPTH)
 
         async def on_complete(num: int, sink: Any) -> None:
-            writer = writers.pop(num)
-            # The spool fsync runs in a worker thread, beside the download.
-            await pipeline.put((num, asyncio.ensure_future(asyncio.to_thread(writer.commit))))
+            ledger_id = session.ids[num]
+            await pipeline.put(_Arrival(num, ledger_id, keys[ledger_id], writers.pop(num)))
 
         def on_error(num: int, error: PostbridgeError) -> None:
             writer = writers.pop(num, None)
@@ -457,10 +512,9 @@ class Collector:
         finally:
             for writer in writers.values():
                 writer.abort()
-            for _num, committing in await pipeline.close():
+            for arrival in await pipeline.close():
                 # Never delivered (a step failed first): the message stays at the ISP.
-                with contextlib.suppress(Exception):
-                    (await committing).path.unlink(missing_ok=True)
+                arrival.discard()
         return len(fetch) > len(batch)
 
     async def _session_without_uidl(
@@ -536,6 +590,208 @@ class Collector:
             summary.kept += 1
         self._check_stop()
 
+    # -- delivery of what a session downloaded ------------------------------
+
+    async def _deliver_window(self, session: _Session, arrivals: list[_Arrival]) -> None:
+        """Route, deliver and record a batch of freshly downloaded messages.
+
+        The fast path of the cycle. A message is delivered straight from
+        memory (or, when big, from its spool file, not yet fsynced), and one
+        ledger transaction records the whole batch: a message the target took
+        for every recipient goes from ``listed`` to ``delivered`` without a
+        durable spool copy, which it no longer needs. Only a message that stays
+        (a recipient deferred or refused, or a quarantine) is made durable in
+        the spool before that transaction says ``spooled`` or ``quarantined``;
+        its redirect to the postmaster and the rest then follow the ordinary
+        path (:meth:`_deliver`).
+
+        Why nothing is lost or doubled: the ISP copy is deleted only after
+        this transaction and a durable commit (``mark_server``). A kill before
+        the transaction leaves the rows ``listed``: the messages download
+        again, and a Maildir copy already written is found under the row's
+        key (assigned when listed). Servers (SMTP, LMTP) are not idempotent:
+        for them each message's outcome is recorded as soon as it is known.
+        """
+        mailbox = session.mailbox
+        settled: set[int] = set()
+        try:
+            big = [a for a in arrivals if not a.writer.in_memory]
+            if big:
+                finished = await asyncio.to_thread(
+                    lambda: [a.writer.finish(durable=False) for a in big]
+                )
+                for arrival, spooled in zip(big, finished, strict=True):
+                    arrival.path = spooled.path
+            for arrival in arrivals:
+                if arrival.path is None:
+                    arrival.data = arrival.writer.content()
+            seen: dict[tuple[str, str], set[str]] = {}
+            plans = [self._plan(session, arrival, seen) for arrival in arrivals]
+            done: list[tuple[_Plan, dict[str, RecipientResult]]] = []
+            if self.target.idempotent:
+                jobs = [p.job for p in plans if p.job is not None]
+                async with self._deliver_lock:
+                    results = iter(await self.target.deliver_many(jobs) if jobs else [])
+                done = [(p, next(results) if p.job is not None else {}) for p in plans]
+                await self._settle(session, done, settled, durable=False)
+            else:
+                for plan in plans:
+                    outcome: dict[str, RecipientResult] = {}
+                    if plan.job is not None:
+                        async with self._deliver_lock:
+                            outcome = await self.target.deliver(plan.job)
+                    # Recorded at once: the window between a server's 250 and the
+                    # ledger is this one transaction.
+                    accepted = any(r.status == "accepted" for r in outcome.values())
+                    await self._settle(session, [(plan, outcome)], settled, durable=accepted)
+                    done.append((plan, outcome))
+        finally:
+            for arrival in arrivals:
+                if arrival.ledger_id not in settled:
+                    arrival.discard()
+        for plan, outcome in done:
+            if plan.state == SPOOLED:
+                state = await self._deliver(
+                    mailbox,
+                    plan.arrival.ledger_id,
+                    session.summary,
+                    head=plan.head,
+                    retry_temporary=False,
+                    accepted_before=[r for r, res in outcome.items() if res.status == "accepted"],
+                )
+                self._note_done(session, plan.arrival.num, state)
+        self._check_stop()
+
+    def _plan(
+        self, session: _Session, arrival: _Arrival, seen: dict[tuple[str, str], set[str]]
+    ) -> _Plan:
+        """Route one arrival and make its delivery job (CPU only, no I/O but the ledger's)."""
+        mailbox, summary = session.mailbox, session.summary
+        head = arrival.writer.head
+        meta = metamod.extract(head)  # reads the header block only; parsed once, cached
+        summary.downloaded += 1
+        self.emit(MessageSpooled(mailbox.name, arrival.ledger_id, arrival.writer.size))
+        decision = self._decide(mailbox, head)
+        plan = _Plan(arrival, head, meta, decision)
+        if decision.quarantine:
+            return plan
+        recipients = list(decision.recipients)
+        identity = self._copy_identity(mailbox, decision, head, arrival.body_sha256)
+        if identity is not None:
+            before = self.ledger.copies_seen(
+                message_id=identity[0],
+                body_sha256=identity[1],
+                since=self._clock() - DUPLICATE_WINDOW,
+                exclude=arrival.ledger_id,
+            ) | seen.get(identity, set())
+            seen.setdefault(identity, set()).update(recipients)
+            plan.copies = (*identity, tuple(recipients))
+            plan.duplicates = [r for r in recipients if r in before]
+            recipients = [r for r in recipients if r not in before]
+        plan.recipients = recipients
+        if recipients:
+            base, skip = self._prepend(decision, head)
+            plan.job = DeliveryJob(
+                key=arrival.key,
+                path=arrival.path,
+                data=arrival.data,
+                sender=meta.get("envelope_from") or "",
+                recipients=tuple(recipients),
+                prepend=base,
+                skip=skip,
+            )
+        return plan
+
+    async def _settle(
+        self,
+        session: _Session,
+        done: list[tuple[_Plan, dict[str, RecipientResult]]],
+        settled: set[int],
+        *,
+        durable: bool,
+    ) -> None:
+        """One ledger transaction for these plans; spool copies made durable before it."""
+        mailbox, summary = session.mailbox, session.summary
+        entries: list[Settlement] = []
+        for plan, outcome in done:
+            outcomes: list[tuple[str, str, str]] = [
+                (r.recipient, r.status, r.reason) for r in outcome.values()
+            ]
+            if plan.decision.quarantine:
+                plan.state = QUARANTINED
+                plan.error = plan.decision.quarantine
+            elif not plan.recipients:
+                plan.state = DELIVERED
+                plan.error = f"Not delivered again: {_DUPLICATE}."
+                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
+            elif all(r.status == "accepted" for r in outcome.values()):
+                plan.state = DELIVERED
+                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
+            else:
+                plan.state = SPOOLED
+                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
+            arrival = plan.arrival
+            entries.append(
+                Settlement(
+                    id=arrival.ledger_id,
+                    state=plan.state,
+                    size=arrival.writer.size,
+                    sha256=arrival.writer.sha256,
+                    meta=plan.meta,
+                    recipients=plan.recipients,
+                    route=plan.decision.to_json(),
+                    outcomes=outcomes,
+                    error=plan.error,
+                    copies=plan.copies,
+                )
+            )
+        keep = [plan.arrival for plan, _ in done if plan.state != DELIVERED]
+        if keep:
+            await asyncio.to_thread(self._keep, keep)
+        self.ledger.settle(entries, durable=durable)
+        settled.update(plan.arrival.ledger_id for plan, _ in done)
+        gone = [plan.arrival.path for plan, _ in done if plan.state == DELIVERED]
+        if any(path is not None for path in gone):
+            await asyncio.to_thread(_unlink_all, [p for p in gone if p is not None])
+        for plan, outcome in done:
+            arrival = plan.arrival
+            if plan.state == DELIVERED:
+                accepted = [r for r, res in outcome.items() if res.status == "accepted"]
+                self._count(summary, accepted)
+                summary.delivered += 1
+                self.emit(
+                    MessageDelivered(
+                        mailbox.name,
+                        arrival.ledger_id,
+                        tuple(accepted),
+                        sender=plan.meta.get("sender") or "",
+                        subject=plan.meta.get("subject") or "",
+                    )
+                )
+                self._note_done(session, arrival.num, DELIVERED)
+            elif plan.state == QUARANTINED:
+                summary.quarantined += 1
+                self.emit(MessageQuarantined(mailbox.name, arrival.ledger_id, plan.error or ""))
+                self._note_done(session, arrival.num, QUARANTINED)
+
+    def _keep(self, arrivals: list[_Arrival]) -> None:
+        """Make the spool copies of messages that stay durable (worker thread)."""
+        for arrival in arrivals:
+            if arrival.data is not None:
+                arrival.path = self.spool.save(arrival.ledger_id, arrival.data)
+            elif arrival.path is not None:
+                self.spool.make_durable(arrival.path)
+
+    def _note_done(self, session: _Session, num: int, state: str) -> None:
+        """A message of this session delivered or quarantined just now: DELE it, or keep it."""
+        if state not in (DELIVERED, QUARANTINED):
+            return
+        # Just delivered: "leave a copy on the server" for N > 0 days keeps it for now.
+        if session.mailbox.leave_on_server_days == 0:
+            session.deletable.append(num)
+        else:
+            session.summary.kept += 1
+
     # -- delivery ----------------------------------------------------------
 
     async def deliver_pending(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
@@ -554,6 +810,8 @@ class Collector:
         summary: MailboxSummary,
         *,
         head: bytes | None = None,
+        retry_temporary: bool = True,
+        accepted_before: Sequence[str] = (),
     ) -> str:
         """Route and deliver one spooled message; returns its new ledger state.
 
@@ -562,10 +820,15 @@ class Collector:
         reason in a header) when one is configured; otherwise, or when the
         postmaster is refused too, the message goes to quarantine. Anything
         temporary keeps the message spooled for the next cycle.
+
+        The fast path (:meth:`_deliver_window`) hands over the messages its
+        first attempt did not settle: ``retry_temporary=False`` then leaves
+        the recipients that just failed for now to the next cycle, and
+        ``accepted_before`` names those that attempt delivered to.
         """
         row = self.ledger.get(ledger_id)
-        if row is None or row.key is None:
-            return LISTED
+        if row is None or row.key is None or row.state != SPOOLED:
+            return row.state if row is not None else LISTED
         path = self.spool.path_for(ledger_id)
         if not path.exists():
             # Should not happen: the spool file is removed only after delivery.
@@ -595,25 +858,22 @@ class Collector:
                     outcomes=[(r, "duplicate", why) for r in duplicates],
                     error=f"Not delivered again: {why}.",
                 )
-        _, head_len = split_header_block(head)
-        base = decision.trace_headers
-        skip = 0
-        if decision.new_header_block is not None:
-            base += decision.new_header_block
-            skip = head_len
+        base, skip = self._prepend(decision, head)
         postmaster = mailbox.postmaster
         accepted_now: list[str] = []
+        settled = (
+            ("accepted", "permanent") if retry_temporary else ("accepted", "permanent", "temporary")
+        )
         # Bounded: round 2 only delivers the postmaster's copy of refused mail.
         for _round in range(2):
             states = self.ledger.recipient_states(ledger_id)
-            todo = [
-                r
-                for r in recipients
-                if r not in states or states[r].state not in ("accepted", "permanent")
-            ]
+            refused = [r for r in recipients if r in states and states[r].state == "permanent"]
+            if refused and postmaster and postmaster not in recipients:
+                recipients.append(postmaster)
+                self.ledger.set_route(ledger_id, recipients=recipients, route=row.route or "")
+            todo = [r for r in recipients if r not in states or states[r].state not in settled]
             if not todo:
                 break
-            refused = [r for r in recipients if r in states and states[r].state == "permanent"]
             jobs: list[tuple[tuple[str, ...], bytes]] = []
             normal = tuple(r for r in todo if not (r == postmaster and refused))
             if normal:
@@ -640,11 +900,8 @@ class Collector:
             self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=None)
             accepted_now += [r for r, status, _ in outcomes if status == "accepted"]
             newly_refused = [r for r, status, _ in outcomes if status == "permanent"]
-            if newly_refused and postmaster and postmaster not in recipients:
-                recipients.append(postmaster)
-                self.ledger.set_route(ledger_id, recipients=recipients, route=row.route or "")
-                continue
-            break
+            if not (newly_refused and postmaster and postmaster not in recipients):
+                break
         states = self.ledger.recipient_states(ledger_id)
         waiting = [states[r] for r in recipients if states[r].state in ("pending", "temporary")]
         failed = [states[r] for r in recipients if states[r].state == "permanent"]
@@ -667,7 +924,13 @@ class Collector:
         if failed:
             note = "Sent to the postmaster: " + "; ".join(s.reason or s.address for s in failed)
         return self._finish(
-            mailbox, row, summary, DELIVERED, outcomes=(), error=note, delivered=accepted_now
+            mailbox,
+            row,
+            summary,
+            DELIVERED,
+            outcomes=(),
+            error=note,
+            delivered=[*accepted_before, *accepted_now],
         )
 
     @staticmethod
@@ -717,12 +980,15 @@ class Collector:
         Only for global mailboxes routed by To/Cc: with an envelope header each
         copy names its own recipient and is delivered to that one alone.
         """
-        if mailbox.kind != "global" or decision.envelope_header is not None:
+        identity = self._copy_identity(
+            mailbox,
+            decision,
+            head,
+            lambda offset: self.spool.body_sha256(ledger_id, offset=offset),
+        )
+        if identity is None:
             return recipients, []
-        mid = message_id(head)
-        if not mid:
-            return recipients, []
-        body = self.spool.body_sha256(ledger_id, offset=split_header_block(head)[1])
+        mid, body = identity
         since = self._clock() - DUPLICATE_WINDOW
         seen = self.ledger.copies_seen(
             message_id=mid, body_sha256=body, since=since, exclude=ledger_id
@@ -732,6 +998,28 @@ class Collector:
         )
         keep = [r for r in recipients if r not in seen]
         return keep, [r for r in recipients if r in seen]
+
+    @staticmethod
+    def _copy_identity(
+        mailbox: MailboxConfig,
+        decision: RouteDecision,
+        head: bytes,
+        body_sha256: Callable[[int], str],
+    ) -> tuple[str, str] | None:
+        """(Message-ID, SHA-256 of the body) where copies are tracked, else None."""
+        if mailbox.kind != "global" or decision.envelope_header is not None:
+            return None
+        mid = message_id(head)
+        if not mid:
+            return None
+        return mid, body_sha256(split_header_block(head)[1])
+
+    @staticmethod
+    def _prepend(decision: RouteDecision, head: bytes) -> tuple[bytes, int]:
+        """What goes before the message, and how much of its start it replaces."""
+        if decision.new_header_block is None:
+            return decision.trace_headers, 0
+        return decision.trace_headers + decision.new_header_block, split_header_block(head)[1]
 
     # -- mail that arrives by SMTP (ATRN) --------------------------------------
 

@@ -185,6 +185,28 @@ class MailboxStatus:
     last_error_at: float | None
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """Everything the poll cycle learnt of a message in the pass that downloaded it.
+
+    ``state`` is DELIVERED, SPOOLED (kept in the spool: retry later) or
+    QUARANTINED; ``outcomes`` are per-recipient ``(address, state, reason)``;
+    ``copies`` is ``(message_id, body_sha256, recipients)`` when the message's
+    copies per recipient are tracked for duplicate suppression.
+    """
+
+    id: int
+    state: str
+    size: int
+    sha256: str
+    meta: dict[str, str | None]
+    recipients: Sequence[str]
+    route: str
+    outcomes: Sequence[tuple[str, str, str]] = ()
+    error: str | None = None
+    copies: tuple[str, str, Sequence[str]] | None = None
+
+
 class Ledger:
     """One SQLite connection; use from one thread (the engine's event loop thread)."""
 
@@ -300,13 +322,25 @@ class Ledger:
     # -- writing -----------------------------------------------------------
 
     def add_listed(self, source: str, items: Sequence[tuple[str, int]]) -> dict[str, int]:
-        """Record messages seen on the server (idempotent); returns uid -> row id."""
+        """Record messages seen on the server (idempotent); returns uid -> row id.
+
+        Each new row gets its delivery key at once (``<time>.pb<id>_<random>``),
+        before anything is downloaded: a delivery that is made and then lost
+        with the process (killed before the ledger heard of it) is found again
+        under that key when the message is downloaded anew.
+        """
         now = self._clock()
         with self.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO messages (source, uid, size, state, listed_at) "
                 "VALUES (?, ?, ?, 'listed', ?)",
                 [(source, uid, size, now) for uid, size in items],
+            )
+            db.execute(
+                "UPDATE messages SET key = CAST(CAST(listed_at AS INTEGER) AS TEXT) "
+                "|| '.pb' || id || '_' || lower(hex(randomblob(4))) "
+                "WHERE source = ? AND state = 'listed' AND key IS NULL",
+                (source,),
             )
         ids: dict[str, int] = {}
         uids = [uid for uid, _ in items]
@@ -320,18 +354,31 @@ class Ledger:
                 ids[r["uid"]] = r["id"]
         return ids
 
+    def keys(self, ids: Sequence[int]) -> dict[int, str]:
+        """The delivery keys of these rows (every row has one from ``add_listed`` on)."""
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(
+                f"SELECT id, key FROM messages WHERE id IN ({marks})", tuple(chunk)
+            ):
+                found[r["id"]] = r["key"]
+        return found
+
     def mark_spooled(
         self,
         message_id: int,
         *,
-        key: str,
+        key: str | None = None,
         size: int,
         sha256: str,
         meta: dict[str, str | None],
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE messages SET state = 'spooled', key = ?, size = ?, sha256 = ?, "
+                "UPDATE messages SET state = 'spooled', key = COALESCE(key, ?), size = ?, "
+                "sha256 = ?, "
                 "message_id = ?, sender = ?, subject = ?, envelope_from = ?, spooled_at = ? "
                 "WHERE id = ?",
                 (
@@ -346,6 +393,67 @@ class Ledger:
                     message_id,
                 ),
             )
+
+    def settle(self, entries: Sequence[Settlement], *, durable: bool) -> None:
+        """Record downloaded messages with their route and first outcomes: one transaction.
+
+        It stands for ``mark_spooled`` + ``set_route`` + ``record_copies`` +
+        ``record_delivery`` of each, for a window of messages at a time.
+        """
+        if not entries:
+            return
+        now = self._clock()
+        updates = []
+        outcome_rows: list[tuple[int, str, str, str | None, float]] = []
+        copy_rows = []
+        for e in entries:
+            updates.append(
+                (
+                    e.state,
+                    e.size,
+                    e.sha256,
+                    e.meta.get("message_id"),
+                    e.meta.get("sender"),
+                    e.meta.get("subject"),
+                    e.meta.get("envelope_from"),
+                    json.dumps(list(e.recipients)),
+                    e.route,
+                    now,
+                    now if e.state == DELIVERED else None,
+                    1 if e.outcomes else 0,
+                    e.error,
+                    e.id,
+                )
+            )
+            decided = {address for address, _, _ in e.outcomes}
+            outcome_rows += [(e.id, a, st, why, now) for a, st, why in e.outcomes]
+            outcome_rows += [
+                (e.id, a, "pending", None, now) for a in e.recipients if a not in decided
+            ]
+            if e.copies is not None:
+                mid, body, addresses = e.copies
+                copy_rows += [(e.id, mid, body, r, now) for r in addresses]
+        with self.transaction(durable=durable) as db:
+            db.executemany(
+                "UPDATE messages SET state = ?, size = ?, sha256 = ?, message_id = ?, "
+                "sender = ?, subject = ?, envelope_from = ?, recipients = ?, route = ?, "
+                "spooled_at = ?, delivered_at = ?, attempts = attempts + ?, last_error = ? "
+                "WHERE id = ?",
+                updates,
+            )
+            db.executemany(
+                "INSERT INTO recipients (message, address, state, reason, at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (message, address) DO UPDATE SET state = excluded.state, "
+                "reason = excluded.reason, at = excluded.at",
+                outcome_rows,
+            )
+            if copy_rows:
+                db.executemany(
+                    "INSERT INTO copies (message, message_id, body_sha256, recipient, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    copy_rows,
+                )
 
     def set_route(self, message_id: int, *, recipients: Sequence[str], route: str) -> None:
         now = self._clock()

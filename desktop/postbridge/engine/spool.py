@@ -109,15 +109,41 @@ class SpoolWriter:
     def head(self) -> bytes:
         return bytes(self._head)
 
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    @property
+    def in_memory(self) -> bool:
+        """True while the whole message is still in memory (no file was opened)."""
+        return self._fh is None and not self._closed
+
+    def content(self) -> bytes:
+        """The whole message, while :attr:`in_memory`."""
+        if not self.in_memory:
+            raise RuntimeError("the message is no longer held in memory")
+        return bytes(self._buffer)
+
     def commit(self) -> SpooledFile:
+        """Write what is buffered, fsync, rename into place: the message is durable."""
+        return self.finish(durable=True)
+
+    def finish(self, *, durable: bool) -> SpooledFile:
+        """Close and rename into place; fsynced only when ``durable``.
+
+        A file finished without ``durable`` is not safe from a power cut:
+        :meth:`Spool.make_durable` it before the ledger may say it is spooled.
+        """
         fh = self._fh or self._open()
         try:
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
             fh.close()
             self._closed = True
             os.replace(self.temp, self.final)
-            fsync_dir(self.final.parent)
+            if durable:
+                fsync_dir(self.final.parent)
         except OSError as exc:
             self.abort()
             raise _storage_error("save a message", self.final, exc) from exc
@@ -150,6 +176,25 @@ class Spool:
 
     def writer(self, ledger_id: int) -> SpoolWriter:
         return SpoolWriter(self.path_for(ledger_id), self.tmp / f"{ledger_id}.{os.getpid()}.part")
+
+    def save(self, ledger_id: int, data: bytes) -> Path:
+        """Make a message held in memory durable at its ledger id's place."""
+        writer = self.writer(ledger_id)
+        try:
+            writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit().path
+
+    def make_durable(self, path: Path) -> None:
+        """fsync a file that :meth:`SpoolWriter.finish` left without, and its directory."""
+        try:
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise _storage_error("save a message", path, exc) from exc
 
     def anonymous_writer(self, name: str) -> SpoolWriter:
         """A writer for a message whose ledger row does not exist yet (no UIDL)."""

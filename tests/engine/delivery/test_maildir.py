@@ -297,3 +297,52 @@ def test_a_job_needs_exactly_one_source(tmp_path: Path) -> None:
         DeliveryJob(key="k", path=None, sender="", recipients=("a@b",))
     with pytest.raises(ValueError, match="exactly one"):
         DeliveryJob(key="k", path=tmp_path / "x", data=b"x", sender="", recipients=("a@b",))
+
+
+async def test_a_batch_fsyncs_each_file_before_its_rename_and_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def spy_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
+    await target.deliver(make_job(tmp_path, "amy@example.com", key="1764440000.pb1_a"))
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    jobs = [make_job(tmp_path, "bob@example.com", key=f"1764440001.pb{n}_x") for n in range(10, 14)]
+    jobs.append(make_job(tmp_path, "amy@example.com", key="1764440001.pb20_x"))
+    results = await target.deliver_many(jobs)
+    assert [r.status for res in results for r in res.values()] == ["accepted"] * 5
+    assert events[:10] == ["fsync-file", "replace"] * 5
+    if os.name != "nt":
+        assert events[10:] == ["fsync-dir", "fsync-dir"]
+    assert len(files(tmp_path / "Mail" / "bob@example.com" / "new")) == 5
+    assert len(files(tmp_path / "Mail" / "amy@example.com" / "new")) == 2
+
+
+async def test_a_batch_reports_each_copy_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    target = MaildirTarget(root=tmp_path / "Mail")
+    done = make_job(tmp_path, "bob@example.com", key="1764440001.pb1_x")
+    await target.deliver(done)
+    jobs = [
+        done,  # delivered before: found again, not written twice
+        make_job(tmp_path, "bad/name@example.com", key="1764440001.pb2_x"),
+        make_job(tmp_path, "bob@example.com", key="1764440001.pb3_x"),
+    ]
+    results = await target.deliver_many(jobs)
+    assert results[0]["bob@example.com"].status == "accepted"
+    assert "delivered before" in results[0]["bob@example.com"].reason
+    assert results[1]["bad/name@example.com"].status == "permanent"
+    assert results[2]["bob@example.com"].status == "accepted"
+    assert len(files(tmp_path / "Mail" / "bob@example.com" / "new")) == 2

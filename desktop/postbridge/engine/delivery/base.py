@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -98,6 +98,16 @@ class DeliveryTarget(ABC):
         "temporary" results); may raise TLSError, AuthError or
         InsecureLoginRefused when nothing will work until the user acts.
         """
+
+    #: True when delivering a job again after a crash is recognised and not
+    #: repeated (Maildir names files by the job's key), so the poll cycle may
+    #: record a batch's results together after :meth:`deliver_many`. False for
+    #: servers: there each acceptance is recorded as soon as it comes.
+    idempotent: bool = False
+
+    async def deliver_many(self, jobs: Sequence[DeliveryJob]) -> list[dict[str, RecipientResult]]:
+        """Deliver several jobs, in order; by default one after another."""
+        return [await self.deliver(job) for job in jobs]
 
     @abstractmethod
     async def check(self) -> str:
