@@ -103,8 +103,13 @@ def test_spool_write_failure_is_a_storage_error(tmp_path: Path) -> None:
     tmp = tmp_path / "spool" / "tmp"
     tmp.rmdir()
     tmp.write_bytes(b"not a folder")  # any OSError will do; this one happens even as root
+    small = spool.writer(1)
+    small.write(b"Subject: x\r\n\r\n")
     with pytest.raises(StorageError, match="data folder"):
-        spool.writer(1)
+        small.commit()  # a small message touches the disk only then
+    big = spool.writer(2)
+    with pytest.raises(StorageError, match="data folder"):
+        big.write(b"x" * (BUFFER_LIMIT + 1))
 
 
 def test_spool_small_message_touches_the_disk_only_at_commit(tmp_path: Path) -> None:

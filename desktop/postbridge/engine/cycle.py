@@ -150,6 +150,7 @@ class _Arrival:
     writer: SpoolWriter
     path: Path | None = None  # its spool file, for a message too big to hold in memory
     data: bytes | None = None  # the whole message, when small
+    sha256: str = ""
 
     def body_sha256(self, offset: int) -> str:
         if self.data is not None:
@@ -178,6 +179,17 @@ class _Plan:
     job: DeliveryJob | None = None
     state: str = LISTED
     error: str | None = None
+
+
+def _take_over(arrivals: list[_Arrival]) -> None:
+    """Take each download from its writer: the bytes, or the (not yet durable) file."""
+    for arrival in arrivals:
+        writer = arrival.writer
+        if writer.in_memory:
+            arrival.data = writer.content()
+        else:
+            arrival.path = writer.finish(durable=False).path
+        arrival.sha256 = writer.sha256
 
 
 def _file_sha256(path: Path, offset: int) -> str:
@@ -615,16 +627,9 @@ class Collector:
         mailbox = session.mailbox
         settled: set[int] = set()
         try:
-            big = [a for a in arrivals if not a.writer.in_memory]
-            if big:
-                finished = await asyncio.to_thread(
-                    lambda: [a.writer.finish(durable=False) for a in big]
-                )
-                for arrival, spooled in zip(big, finished, strict=True):
-                    arrival.path = spooled.path
-            for arrival in arrivals:
-                if arrival.path is None:
-                    arrival.data = arrival.writer.content()
+            # Hashing (which lets go of the GIL) and closing big files happen
+            # beside the download, not on the event loop.
+            await asyncio.to_thread(_take_over, arrivals)
             seen: dict[tuple[str, str], set[str]] = {}
             plans = [self._plan(session, arrival, seen) for arrival in arrivals]
             done: list[tuple[_Plan, dict[str, RecipientResult]]] = []
@@ -736,7 +741,7 @@ class Collector:
                     id=arrival.ledger_id,
                     state=plan.state,
                     size=arrival.writer.size,
-                    sha256=arrival.writer.sha256,
+                    sha256=arrival.sha256,
                     meta=plan.meta,
                     recipients=plan.recipients,
                     route=plan.decision.to_json(),

@@ -74,9 +74,6 @@ class SpoolWriter:
         self._fh: BinaryIO | None = None
         self.size = 0
         self._closed = False
-        if not temp.parent.is_dir():
-            # Fail now, in words, rather than at the first write or at commit.
-            raise _storage_error("create a file", temp, NotADirectoryError(str(temp.parent)))
 
     def _open(self) -> BinaryIO:
         try:
@@ -86,6 +83,8 @@ class SpoolWriter:
         except OSError as exc:
             self.abort()
             raise _storage_error("create a file", self.temp, exc) from exc
+        # What was held in memory is hashed now; what follows as it is written.
+        self._hash.update(self._buffer)
         self._buffer = bytearray()
         self._fh = fh
         return fh
@@ -93,12 +92,12 @@ class SpoolWriter:
     def write(self, data: bytes) -> int:
         if len(self._head) < HEAD_LIMIT:
             self._head += data[: HEAD_LIMIT - len(self._head)]
-        self._hash.update(data)
         self.size += len(data)
         if self._fh is None and self.size <= BUFFER_LIMIT:
             self._buffer += data
             return len(data)
         fh = self._fh or self._open()
+        self._hash.update(data)
         try:
             return fh.write(data)
         except OSError as exc:
@@ -111,6 +110,9 @@ class SpoolWriter:
 
     @property
     def sha256(self) -> str:
+        """The SHA-256 of what was written (of a message in memory: computed now)."""
+        if self.in_memory:
+            return hashlib.sha256(self._buffer).hexdigest()
         return self._hash.hexdigest()
 
     @property

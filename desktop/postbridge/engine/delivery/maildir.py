@@ -33,6 +33,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +56,8 @@ _INDEX_REFRESH = 2000
 
 # Copies of a batch held open between their write and their fsync (file handles).
 _OPEN_COPIES = 64
+# Threads that fsync the copies of a batch side by side.
+_FSYNC_THREADS = 8
 
 # Characters Windows does not allow in a file name; refused everywhere so that a
 # configuration behaves the same on every platform.
@@ -177,6 +180,18 @@ class _DeliveredIndex:
         self.additions += 1
 
 
+def _sync_and_close(copy: _Copy) -> OSError | None:
+    """fsync and close a written copy; the error instead of raising it (pool threads)."""
+    try:
+        try:
+            os.fsync(copy.out.fileno())
+        finally:
+            copy.out.close()
+    except OSError as error:
+        return error
+    return None
+
+
 @dataclass
 class _Copy:
     """One recipient's copy of a job, written in ``tmp/`` and still open."""
@@ -203,6 +218,7 @@ class MaildirTarget(DeliveryTarget):
         self._lock = threading.Lock()
         self._indexes: dict[Path, _DeliveredIndex] = {}
         self._ready: set[Path] = set()
+        self._pool: ThreadPoolExecutor | None = None
 
     async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
         return (await self.deliver_many([job]))[0]
@@ -214,7 +230,10 @@ class MaildirTarget(DeliveryTarget):
         return await asyncio.to_thread(self._check)
 
     async def aclose(self) -> None:
-        return None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     # -- worker thread -------------------------------------------------------
 
@@ -306,12 +325,14 @@ class MaildirTarget(DeliveryTarget):
     ) -> None:
         """fsync each written copy, rename it into ``new/``, then fsync each ``new/`` once."""
         renamed: dict[Path, list[_Copy]] = {}
-        for copy in copies:
+        if len(copies) > 1:
+            synced = list(self._fsync_pool().map(_sync_and_close, copies))
+        else:
+            synced = [_sync_and_close(copy) for copy in copies]
+        for copy, failed in zip(copies, synced, strict=True):
             try:
-                try:
-                    os.fsync(copy.out.fileno())
-                finally:
-                    copy.out.close()
+                if failed is not None:
+                    raise failed
                 os.replace(copy.tmp, copy.folder / "new" / copy.name)
             except OSError as error:
                 with contextlib.suppress(OSError):
@@ -341,6 +362,14 @@ class MaildirTarget(DeliveryTarget):
                 results[copy.index][copy.recipient] = RecipientResult(
                     copy.recipient, "accepted", f"Saved in the Maildir folder {folder}."
                 )
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        # fsyncs issued together share the file system's journal commits: on a
+        # busy disk 32 files take a few commits instead of 32 in a row.
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="maildir-fsync")
+            return self._pool
 
     def _index(self, folder: Path) -> _DeliveredIndex:
         index = self._indexes.get(folder)
