@@ -4,20 +4,27 @@ For each ISP mailbox the cycle
 
 1. delivers what earlier cycles left spooled (a 4xx from the office server,
    a crash after download);
-2. logs in, lists the messages (UIDL + LIST) and compares with the ledger;
-3. streams each new message into the spool (durable: fsync + rename), routes
-   it, delivers it and records the outcome, one message at a time;
+2. logs in, lists the messages (UIDL + LIST) and records the new ones in the
+   ledger as ``listed``, each with the delivery key it will keep for good;
+3. downloads them (pipelined) while the ones before are routed, delivered and
+   recorded, a batch at a time (:meth:`Collector._deliver_window`): a small
+   message goes from memory to the target, a big one through its spool file;
+   one that cannot be delivered completely now is made durable in the spool
+   before the ledger says ``spooled`` (retry later) or ``quarantined``;
 4. sends DELE only for messages the ledger holds as delivered or quarantined
-   (quarantined mail is kept in the spool), and QUIT to commit the deletions,
-   every ``delete_batch`` messages, so a crash late in a big download does not
-   leave thousands of delivered messages at the ISP.
+   (quarantined mail is kept in the spool), after a durable ledger commit, and
+   QUIT to commit the deletions, every ``delete_batch`` messages, so a crash
+   late in a big download does not leave thousands of delivered messages at
+   the ISP.
 
 Every state change is committed to the ledger before the next step that
 depends on it. Killed at any instant, the next cycle finds each message
-either still at the ISP and not yet delivered (download again), spooled (deliver
-from the spool), or delivered (only DELE it). Maildir delivery names files by
-the message's ledger key, so even a kill between the rename into ``new/`` and
-the ledger commit delivers nothing twice.
+either still at the ISP and not yet recorded as delivered (download again),
+spooled (deliver from the spool), or delivered (only DELE it). Maildir
+delivery names files by the message's ledger key, so even a kill between the
+rename into ``new/`` and the ledger commit delivers nothing twice: the message
+downloads again and its copy is found under the same key. A server's 250 is
+recorded in the ledger in the very next transaction, durably.
 
 Servers without UIDL: every message is downloaded each session and identified
 by the SHA-256 of its content instead; one already delivered is then only

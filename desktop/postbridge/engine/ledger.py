@@ -5,7 +5,8 @@ keyed by ``(source, uid)`` where ``uid`` is the server's UIDL (or a content
 hash where the server has none). Its ``state`` moves
 
     listed -> spooled -> delivered
-                     \\-> quarantined
+       |             \\-> quarantined
+       \\-> delivered (delivered completely in the pass that downloaded it)
 
 and, separately, ``server`` records what is known of the ISP copy:
 ``present`` -> ``deleting`` (DELE sent) -> ``removed`` (QUIT confirmed it, or
@@ -26,9 +27,11 @@ ordinary bookkeeping commits with ``synchronous=NORMAL`` (no fsync: about a
 tenth of the cost), and the commits that precede a step which cannot be taken
 back are durable (``transaction(durable=True)``):
 
-* outcomes that say a server or Maildir *accepted* a message: a power cut
-  right after them must not deliver it again (the window DESIGN.md allows is
-  this one transaction);
+* outcomes that say a server *accepted* a message: a power cut right after
+  them must not deliver it again (the window DESIGN.md allows is this one
+  transaction). Maildir copies need not wait for it: they are named by the
+  row's key, given when the row is listed, so a lost record only means the
+  copy is found again (the poll cycle settles them with :meth:`Ledger.settle`);
 * ``mark_server``: ``deleting`` is written before DELE, so every delivered
   state is on disk before the ISP may delete anything; ``removed`` ends an
   ATRN hand-over and a session.

@@ -1,18 +1,21 @@
-"""The on-disk spool: every message is durable here before anything else happens.
+"""The on-disk spool: where a message waits when it cannot be delivered at once.
 
-A message is streamed into ``<spool>/tmp/<id>.part``, flushed, fsynced and
-renamed to ``<spool>/<id>.eml`` (and the directory fsynced where the OS
-allows). Only after that rename does the ledger say ``spooled``, and only
-after delivery does the ISP copy get deleted. A crash leaves at worst a
-``.part`` file, which the next cycle removes and downloads again.
+A message is streamed into ``<spool>/tmp/<id>.part`` and renamed to
+``<spool>/<id>.eml``; when it must be kept (its delivery was deferred or
+refused, or it goes to quarantine) it is fsynced and the directory too
+(where the OS allows) before the ledger says ``spooled``, and only after
+delivery does the ISP copy get deleted. A crash leaves at worst a ``.part``
+file or an ``.eml`` of a row still ``listed``: the next cycle removes the
+first and overwrites the second when it downloads the message again.
 
 The writer keeps the first bytes of the message (the header block, up to
-:data:`HEAD_LIMIT`) so routing and the Activity window never re-read the file,
-and computes the SHA-256 on the way through. A message is held in memory only
-up to :data:`BUFFER_LIMIT`: a small one reaches the disk in one write at
-``commit()``, which the poll cycle runs in a worker thread, so creating,
-writing and fsyncing its file never holds up the download on the event loop;
-a bigger one streams to its file from there on and is never held whole.
+:data:`HEAD_LIMIT`) so routing and the Activity window never re-read the file.
+A message is held in memory only up to :data:`BUFFER_LIMIT`: a small one is
+handed to the delivery target straight from memory and reaches the spool only
+if it has to stay (:meth:`Spool.save`); a bigger one streams to its file from
+there on and is never held whole. The SHA-256 is computed on the way through
+for a big message and at the end, in the poll cycle's worker thread, for a
+small one.
 """
 
 from __future__ import annotations
