@@ -12,7 +12,6 @@ Passwords are never part of it; they live in the keyring (see secrets.py).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -20,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-
-import tomli_w
 
 from postbridge.engine.errors import ConfigError
 from postbridge.engine.paths import default_config_file, default_data_dir
@@ -232,6 +229,8 @@ class _Section:
     def finish(self) -> None:
         for key in self.data:
             if key not in self.used:
+                import difflib  # only for this error: not on every start-up
+
                 close = difflib.get_close_matches(key, sorted(self.used), n=1)
                 hint = f"; did you mean “{close[0]}”?" if close else "; remove it"
                 self.fail(key, f"is not a setting Postbridge knows{hint}")
@@ -543,6 +542,8 @@ def _signal_dict(sig: SignalConfig) -> dict[str, Any]:
 
 def save(config: Config, path: Path | None = None) -> Path:
     """Write the config atomically (temp file, fsync, rename)."""
+    import tomli_w  # only the app's settings write the file; every command reads it
+
     path = path or config.path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -11,14 +11,16 @@ the default merely by being installed and store passwords base64-encoded in a
 plain file. :func:`backend_info` says which backend is in use and whether it
 is a real OS keyring, so ``postbridge check`` and the app can warn. There is
 no silent fallback to plaintext anywhere.
+
+keyring is imported on first use, not with this module: its own imports
+(jaraco.*, more_itertools, importlib_metadata, urllib.request) are a large
+part of the CLI's start-up, and many commands (``status``, ``history``,
+``quarantine list``, a poll with nothing configured) never read a password.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keyring
-import keyring.errors
 
 from postbridge.engine.errors import SecretError
 
@@ -81,6 +83,8 @@ def _backend_name(backend: object) -> str:
 
 
 def backend_info() -> BackendInfo:
+    import keyring  # on first use, see above
+
     backend = keyring.get_keyring()
     name = _backend_name(backend)
     inner = [backend]
@@ -104,6 +108,8 @@ class SecretStore:
         self.service = service
 
     def get(self, account: str) -> str | None:
+        import keyring.errors  # binds keyring too; on first use, see above
+
         try:
             return keyring.get_password(self.service, account)
         except keyring.errors.KeyringError as exc:
@@ -122,6 +128,8 @@ class SecretStore:
         return password
 
     def set(self, account: str, password: str) -> None:
+        import keyring.errors  # binds keyring too; on first use, see above
+
         try:
             keyring.set_password(self.service, account, password)
         except keyring.errors.KeyringError as exc:
@@ -131,6 +139,8 @@ class SecretStore:
             ) from exc
 
     def delete(self, account: str) -> bool:
+        import keyring.errors  # binds keyring too; on first use, see above
+
         try:
             keyring.delete_password(self.service, account)
         except keyring.errors.PasswordDeleteError:

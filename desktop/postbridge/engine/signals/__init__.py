@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from postbridge.engine.config import Config, MailboxConfig, SignalConfig
 from postbridge.engine.delivery.smtpclient import OpenConnection
@@ -38,9 +38,12 @@ from postbridge.engine.events import (
     SignalSummary,
 )
 from postbridge.engine.secrets import SecretStore
-from postbridge.engine.signals.atrn import SESSION_LIMIT, SOURCE, AtrnResult, Inbound, run_atrn
 from postbridge.engine.signals.common import SignalNotSupported, SignalRefused, messages
 from postbridge.engine.signals.etrn import DomainAnswer, answer, send_etrn
+from postbridge.engine.signals.inbound import SESSION_LIMIT, SOURCE, Inbound
+
+if TYPE_CHECKING:  # at run time .atrn loads only when ATRN is sent: it imports aiosmtpd
+    from postbridge.engine.signals.atrn import AtrnResult
 
 log = logging.getLogger("postbridge.signal")
 
@@ -122,6 +125,8 @@ async def send_signal(
         if cfg.kind == "etrn":
             await _etrn(config, cfg, summary, secrets=secrets, open_connection=open_connection)
         else:
+            from postbridge.engine.signals.atrn import run_atrn
+
             result = await run_atrn(
                 cfg,
                 password=secrets.require(cfg.secret_account),

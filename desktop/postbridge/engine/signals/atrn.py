@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
@@ -42,32 +42,15 @@ from postbridge.engine.delivery.wire import Reply
 from postbridge.engine.errors import AuthError, Cancelled, NetworkError, PostbridgeError
 from postbridge.engine.events import EventSink, MessageSpooled
 from postbridge.engine.signals.common import make_client, not_advertised, refusal
+from postbridge.engine.signals.inbound import SESSION_LIMIT, SOURCE, Inbound
 
 log = logging.getLogger("postbridge.signal")
 
-SOURCE = "signal"  # the ledger source of mail that arrives by ATRN (a reserved mailbox name)
 DATA_SIZE_LIMIT = 64 * 1024 * 1024  # aiosmtpd's default is 32 MB; advertised as SIZE
 LINE_LIMIT = 64 * 1024  # RFC 5321 says 1000 octets; held mail is accepted as it is
-SESSION_LIMIT = 2 * 3600.0  # the whole reversed session; the idle timeout is cfg.timeout
 CLOSE_LIMIT = 5.0
 NO_MAIL = (450, 453)  # RFC 2645 §4.4: 453 "You have no mail"
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
-
-
-class Inbound(Protocol):
-    """Where received mail goes: the poll cycle's spool and ledger (Collector)."""
-
-    stop_requested: bool
-
-    def spool_inbound(
-        self,
-        *,
-        source: str,
-        data: bytes,
-        envelope_from: str,
-        recipients: Sequence[str],
-        route_note: str,
-    ) -> int: ...
 
 
 @dataclass
