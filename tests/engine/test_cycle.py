@@ -20,6 +20,7 @@ from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, Recipie
 from postbridge.engine.events import Event, MessageDelivered, Notice
 from postbridge.engine.ledger import DELIVERED, QUARANTINED, SPOOLED
 from postbridge.engine.secrets import SecretStore
+from postbridge.engine.spool import BUFFER_LIMIT
 from tests.fakes.pop3 import FakePop3Server
 
 PASSWORD = "secret"
@@ -303,7 +304,10 @@ async def test_temporary_failure_keeps_message_until_delivered(
         first = await collector.run_cycle()
         assert first.summaries[0].deferred == 5
         assert len(server.remaining) == 5  # nothing deleted: nothing delivered
-        assert len(collector.ledger.in_state(SPOOLED)) == 5
+        deferred = collector.ledger.in_state(SPOOLED)
+        assert len(deferred) == 5
+        # kept messages were made durable in the spool before the ledger said so
+        assert all((config.data_dir / "spool" / f"{row.id}.eml").exists() for row in deferred)
         second = await collector.run_cycle()
     finally:
         await collector.aclose()
@@ -357,4 +361,57 @@ async def test_stop_request_stops_after_the_batch_being_delivered(
         await collector.aclose()
     assert second.ok
     assert server.remaining == []
+    assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]
+
+
+async def test_messages_delivered_at_once_leave_nothing_in_the_spool(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    big = make_message(2, size=BUFFER_LIMIT + 50_000)  # streamed through a spool file
+    messages = [make_message(1), big, make_message(3)]
+    async with FakePop3Server(messages, username="alice", password=PASSWORD) as server:
+        config = write_config(tmp_path, server.port)
+        collector = Collector(config, secrets=secrets)
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert result.ok and server.remaining == []
+    assert message_ids(config, "alice@example.com") == ["<m1@test>", "<m2@test>", "<m3@test>"]
+    assert any(
+        data.endswith(big.replace(b"\r\n", b"\n"))
+        for data in maildir_messages(config, "alice@example.com")
+    )
+    spool = config.data_dir / "spool"
+    assert sorted(p.name for p in spool.rglob("*") if p.is_file()) == []
+
+
+class _Killed(Exception):
+    """Stands for the process dying at that very instant."""
+
+
+async def test_killed_between_maildir_copies_and_ledger_delivers_nothing_twice(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, server.port)
+    collector = Collector(config, secrets=secrets)
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise _Killed("power gone")
+
+    monkeypatch.setattr(collector.ledger, "settle", die)
+    try:
+        first = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert not first.ok
+    assert len(server.remaining) == 5  # nothing recorded, nothing deleted
+    copies = len(maildir_messages(config, "alice@example.com"))
+    assert copies >= 1  # the copies of the first batch were made before the "kill"
+    again = Collector(config, secrets=secrets)  # a new process, the same data folder
+    try:
+        second = await again.run_cycle()
+    finally:
+        await again.aclose()
+    assert second.ok and server.remaining == []
     assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]

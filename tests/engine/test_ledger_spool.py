@@ -15,6 +15,7 @@ from postbridge.engine.ledger import (
     SCHEMA_VERSION,
     SPOOLED,
     Ledger,
+    Settlement,
 )
 from postbridge.engine.spool import BUFFER_LIMIT, Spool
 
@@ -28,6 +29,82 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     assert ledger.add_listed("box", [("u1", 10)]) == {"u1": ids["u1"]}
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION
+    ledger.close()
+
+
+def test_listing_gives_each_row_a_key_for_good(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path, clock=lambda: 1764440000.5)
+    ids = ledger.add_listed("box", [("u1", 10), ("u2", 20)])
+    keys = ledger.keys(list(ids.values()))
+    assert keys[ids["u1"]].startswith(f"1764440000.pb{ids['u1']}_")
+    assert keys[ids["u1"]] != keys[ids["u2"]]
+    ledger.close()
+    ledger = Ledger(path)
+    again = ledger.add_listed("box", [("u1", 10), ("u3", 5)])  # listed anew: same key
+    assert ledger.keys([again["u1"]]) == {ids["u1"]: keys[ids["u1"]]}
+    ledger.mark_spooled(again["u3"], key="other", size=5, sha256="s", meta={})
+    row = ledger.get(again["u3"])
+    assert (
+        row is not None and row.key is not None and row.key.startswith(f"{int(row.listed_at)}.pb")
+    )
+    ledger.close()
+
+
+def test_settle_records_a_window_in_one_go(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ids = ledger.add_listed("box", [("u1", 10), ("u2", 20), ("u3", 30)])
+    ledger.settle(
+        [
+            Settlement(
+                id=ids["u1"],
+                state=DELIVERED,
+                size=11,
+                sha256="h1",
+                meta={"subject": "One", "sender": "ann@isp.example"},
+                recipients=["a@x.test"],
+                route='{"r": 1}',
+                outcomes=[("a@x.test", "accepted", "saved"), ("b@x.test", "duplicate", "seen")],
+                copies=("<m@x>", "body", ("a@x.test", "b@x.test")),
+            ),
+            Settlement(
+                id=ids["u2"],
+                state=SPOOLED,
+                size=21,
+                sha256="h2",
+                meta={},
+                recipients=["a@x.test", "c@x.test"],
+                route="{}",
+                outcomes=[("a@x.test", "temporary", "later")],
+            ),
+            Settlement(
+                id=ids["u3"],
+                state=QUARANTINED,
+                size=31,
+                sha256="h3",
+                meta={},
+                recipients=[],
+                route="{}",
+                error="no local recipient",
+            ),
+        ],
+        durable=False,
+    )
+    one, two, three = (ledger.get(ids[u]) for u in ("u1", "u2", "u3"))
+    assert one is not None and one.state == DELIVERED and one.delivered_at is not None
+    assert (one.size, one.sha256, one.subject, one.recipients) == (11, "h1", "One", ("a@x.test",))
+    assert one.attempts == 1
+    assert ledger.recipient_states(ids["u1"])["b@x.test"].state == "duplicate"
+    assert ledger.copies_seen(message_id="<m@x>", body_sha256="body", since=0, exclude=0) == {
+        "a@x.test",
+        "b@x.test",
+    }
+    assert two is not None and two.state == SPOOLED and two.delivered_at is None
+    states = ledger.recipient_states(ids["u2"])
+    assert (states["a@x.test"].state, states["c@x.test"].state) == ("temporary", "pending")
+    assert three is not None and three.state == QUARANTINED
+    assert three.last_error == "no local recipient" and three.attempts == 0
+    assert [r.id for r in ledger.in_state(SPOOLED)] == [ids["u2"]]
     ledger.close()
 
 

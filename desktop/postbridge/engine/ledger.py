@@ -32,6 +32,7 @@ back are durable (``transaction(durable=True)``):
   transaction). Maildir copies need not wait for it: they are named by the
   row's key, given when the row is listed, so a lost record only means the
   copy is found again (the poll cycle settles them with :meth:`Ledger.settle`);
+* ``add_listed``: the delivery keys of the rows it makes;
 * ``mark_server``: ``deleting`` is written before DELE, so every delivered
   state is on disk before the ISP may delete anything; ``removed`` ends an
   ATRN hand-over and a session.
@@ -330,10 +331,13 @@ class Ledger:
         Each new row gets its delivery key at once (``<time>.pb<id>_<random>``),
         before anything is downloaded: a delivery that is made and then lost
         with the process (killed before the ledger heard of it) is found again
-        under that key when the message is downloaded anew.
+        under that key when the message is downloaded anew. The commit is
+        durable, so the key outlives a power cut as well as the copies made
+        under it; the random part keeps a key from ever matching a copy made
+        for another row.
         """
         now = self._clock()
-        with self.transaction() as db:
+        with self.transaction(durable=True) as db:
             db.executemany(
                 "INSERT OR IGNORE INTO messages (source, uid, size, state, listed_at) "
                 "VALUES (?, ?, ?, 'listed', ?)",
