@@ -35,6 +35,8 @@ class FakeMailServer:
         drop_after_final_replies: int | None = None,
         stall_final_reply_once: bool = False,
         keep_messages: bool = True,
+        hang_up_on: tuple[str, int] | None = None,
+        rcpt_delay: float = 0.0,
     ) -> None:
         self.lmtp = lmtp
         self.extensions = extensions
@@ -46,6 +48,11 @@ class FakeMailServer:
         self.drop_after_final_replies = drop_after_final_replies
         self.stall_final_reply_once = stall_final_reply_once
         self.keep_messages = keep_messages  # False: count bytes only (memory tests)
+        # ("MAIL", 2): close the connection, unanswered, when the 2nd MAIL of this server
+        # arrives (counted over all connections).
+        self.hang_up_on = hang_up_on
+        self.rcpt_delay = rcpt_delay  # seconds before each RCPT reply (one write each)
+        self._verb_counts: dict[str, int] = {}
         self.received_bytes = 0
         self.connections = 0
         self.commands: list[str] = []
@@ -91,7 +98,14 @@ class FakeMailServer:
                 text = line.decode("utf-8").rstrip("\r\n")
                 self.commands.append(text)
                 verb, _, arg = text.partition(" ")
-                command = getattr(self, f"cmd_{verb.upper()}", None)
+                verb = verb.upper()
+                self._verb_counts[verb] = count = self._verb_counts.get(verb, 0) + 1
+                if self.hang_up_on == (verb, count):
+                    # A clean close (FIN): what was answered before still reaches the client.
+                    await writer.drain()
+                    writer.close()
+                    return
+                command = getattr(self, f"cmd_{verb}", None)
                 if command is None:
                     writer.write(b"502 5.5.2 Command not recognized\r\n")
                     continue
@@ -116,6 +130,9 @@ class FakeMailServer:
 
     async def cmd_RCPT(self, session: Session, arg: str, reader, writer) -> None:
         rcpt = arg.split(">", 1)[0].split("<", 1)[1]
+        if self.rcpt_delay:
+            await writer.drain()
+            await asyncio.sleep(self.rcpt_delay)
         if rcpt in self.rcpt_replies:
             writer.write(f"{self.rcpt_replies[rcpt]}\r\n".encode())
             return

@@ -106,7 +106,7 @@ async def test_rcpt_refusals_stand_when_the_line_drops_in_data(fake_server, spoo
     assert server.messages == []
 
 
-async def test_connection_is_kept_and_reset_between_messages(fake_server, spool, dialer):
+async def test_connection_is_kept_and_reset_after_a_refusal(fake_server, spool, dialer):
     server = await fake_server(lmtp=True, final_replies={BOB: MAILBOX_BUSY})
     lmtp = target(server.port, dialer)
     for _ in range(3):
@@ -116,6 +116,20 @@ async def test_connection_is_kept_and_reset_between_messages(fake_server, spool,
     assert server.connections == dialer.connections == 1
     assert server.commands.count("RSET") == 2
     assert server.commands[-1] == "QUIT"
+
+
+async def test_no_reset_after_a_message_every_recipient_took(fake_server, spool, dialer):
+    server = await fake_server(lmtp=True)
+    lmtp = target(server.port, dialer)
+    for _ in range(3):
+        results = await lmtp.deliver(job(spool, ALICE, BOB))
+        assert [r.status for r in results.values()] == ["accepted", "accepted"]
+    await lmtp.aclose()
+    assert dialer.connections == 1
+    assert "RSET" not in server.commands
+    assert len(server.messages) == 3
+    # LHLO, then two writes per message (envelope with DATA; the message), QUIT.
+    assert len(dialer.writes) == 1 + 2 * 3 + 1
 
 
 @pytest.mark.skipif(os.name == "nt", reason="unix sockets")

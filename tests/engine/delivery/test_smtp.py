@@ -74,9 +74,11 @@ async def test_pipelined_transaction_is_byte_exact(start_server: StartServer, sp
     assert received.rcpt_tos == [ALICE, BOB]
     assert f"SIZE={len(PREPEND + MESSAGE)}" in received.mail_options
     assert "BODY=8BITMIME" in received.mail_options
-    # RFC 2920: MAIL and every RCPT went out in a single write.
+    # RFC 2920: MAIL, every RCPT and DATA went out in a single write.
     assert any(
-        w.startswith(b"MAIL FROM:<ann@isp.example>") and w.count(b"RCPT TO:") == 2
+        w.startswith(b"MAIL FROM:<ann@isp.example>")
+        and w.count(b"RCPT TO:") == 2
+        and w.endswith(b"\r\nDATA\r\n")
         for w in dialer.writes
     )
     assert dialer.writes[-1] == b"QUIT\r\n"
@@ -93,6 +95,25 @@ async def test_without_pipelining_commands_go_one_at_a_time(
     assert all(r.status == "accepted" for r in results.values())
     assert all(w.count(b"\r\n") == 1 for w in dialer.writes if w.startswith((b"MAIL", b"RCPT")))
     assert handler.messages[0].content == PREPEND + MESSAGE
+
+
+async def test_without_pipelining_reset_only_after_a_refusal(
+    start_server: StartServer, spool, dialer
+):
+    handler = Handler(pipelining=False, rcpt_replies={BOB: USER_UNKNOWN})
+    server = await start_server(handler)
+    smtp = target(server.port, dialer)
+    statuses = []
+    for rcpt in (ALICE, ALICE, BOB, ALICE):
+        results = await smtp.deliver(job(spool, rcpt))
+        statuses.append(results[rcpt].status)
+    await smtp.aclose()
+    assert statuses == ["accepted", "accepted", "permanent", "accepted"]
+    assert dialer.connections == 1
+    # One RSET, on its own (no pipelining), between Bob's refusal and the next MAIL.
+    assert dialer.sent.count(b"RSET\r\n") == 1
+    assert dialer.writes[dialer.writes.index(b"RSET\r\n") + 1].startswith(b"MAIL FROM:")
+    assert len(handler.messages) == 3
 
 
 async def test_skip_replaces_the_header_block(start_server: StartServer, spool):
@@ -168,7 +189,7 @@ async def test_per_recipient_outcomes(start_server: StartServer, spool):
     assert received.rcpt_tos == [ALICE]
 
 
-async def test_no_accepted_recipient_means_no_data_and_a_reset(
+async def test_no_accepted_recipient_means_no_message_and_a_reset_before_the_next(
     start_server: StartServer, spool, dialer
 ):
     handler = Handler(rcpt_replies={ALICE: USER_UNKNOWN, BOB: MAILBOX_BUSY})
@@ -177,15 +198,52 @@ async def test_no_accepted_recipient_means_no_data_and_a_reset(
     results = await smtp.deliver(job(spool, ALICE, BOB))
     assert [r.status for r in results.values()] == ["permanent", "temporary"]
     assert handler.messages == []
-    assert b"DATA\r\n" not in dialer.writes
-    assert dialer.writes[-1] == b"RSET\r\n"
+    assert b"leading dot" not in dialer.sent  # DATA was refused: the content never went out
 
-    # The connection is still good for the next message.
+    # The connection is still good for the next message; RSET ends the refused
+    # transaction first (RFC 5321 §4.1.4), in the same write as the next MAIL.
     handler.rcpt_replies.clear()
     results = await smtp.deliver(job(spool, ALICE))
     await smtp.aclose()
     assert results[ALICE].status == "accepted"
     assert dialer.connections == 1
+    assert dialer.sent.count(b"RSET\r\n") == 1
+    assert sum(w.startswith(b"RSET\r\nMAIL FROM:") for w in dialer.writes) == 1
+
+
+async def test_refused_message_is_followed_by_a_reset(start_server: StartServer, spool, dialer):
+    # MAIL may follow only a transaction that ended with a successful DATA.
+    handler = Handler(data_reply=TRY_LATER)
+    server = await start_server(handler)
+    smtp = target(server.port, dialer)
+    results = await smtp.deliver(job(spool, ALICE))
+    assert results[ALICE].status == "temporary"
+    handler.data_reply = None
+    results = await smtp.deliver(job(spool, ALICE))
+    await smtp.aclose()
+    assert results[ALICE].status == "accepted"
+    assert dialer.connections == 1
+    assert sum(w.startswith(b"RSET\r\nMAIL FROM:") for w in dialer.writes) == 1
+    assert len(handler.messages) == 1
+
+
+async def test_data_accepted_without_recipients_gets_a_lone_dot(fake_server, spool, dialer):
+    # RFC 2920 §3.1: DATA goes out in the envelope's group, so a server may accept it
+    # although it refused every recipient; the message itself must not follow.
+    server = await fake_server(rcpt_replies={ALICE: USER_UNKNOWN})
+    smtp = target(server.port, dialer)
+    results = await smtp.deliver(job(spool, ALICE))
+    assert results[ALICE].status == "permanent"
+    assert "User unknown" in results[ALICE].reason
+    await asyncio.sleep(0.05)  # the server reads the lone dot
+    assert server.messages == [("ann@isp.example", [], b"")]
+    assert b"leading dot" not in dialer.sent
+    # That connection was closed (the server's state is unknown); the next one is fresh.
+    results = await smtp.deliver(job(spool, BOB))
+    await smtp.aclose()
+    assert results[BOB].status == "accepted"
+    assert dialer.connections == 2
+    assert server.messages[-1][1] == [BOB]
 
 
 @pytest.mark.parametrize(
@@ -236,9 +294,14 @@ async def test_kept_open_connection_carries_three_messages(
     await smtp.aclose()
     assert dialer.connections == 1
     assert len(handler.messages) == 3
-    assert dialer.sent.count(b"RSET\r\n") == 2  # between messages
-    # ... and pipelined with the next MAIL: no extra round trip per message.
-    assert sum(w.startswith(b"RSET\r\nMAIL FROM:") for w in dialer.writes) == 2
+    # RFC 5321 §4.1.4: after a transaction that ended with 250, MAIL follows at once.
+    assert b"RSET" not in dialer.sent
+    # Two writes per message: MAIL, RCPT and DATA as one group (RFC 2920), then the
+    # message with its terminator; the EHLO before and the QUIT after.
+    envelope = f"MAIL FROM:<ann@isp.example> SIZE={len(PREPEND + MESSAGE)} BODY=8BITMIME\r\n"
+    group = f"{envelope}RCPT TO:<{ALICE}>\r\nDATA\r\n".encode()
+    assert dialer.writes[1:-1] == [group, *dialer.writes[2:3]] * 3
+    assert dialer.writes[2].endswith(b"\r\n.\r\n")
 
 
 async def test_connection_closed_by_server_is_reopened(start_server: StartServer, spool, dialer):
@@ -324,6 +387,58 @@ async def test_drop_after_the_final_dot_is_not_retried_on_the_spot(fake_server, 
     await smtp.aclose()
     assert results[ALICE].status == "temporary"
     assert server.commands.count("DATA") == 2
+
+
+async def test_drop_before_the_mail_reply_on_a_kept_connection_is_retried(
+    fake_server, spool, dialer
+):
+    # Nothing of the message was acknowledged: the line was dead before it began,
+    # so it goes once more on a fresh connection, and arrives once.
+    server = await fake_server(hang_up_on=("MAIL", 2))
+    smtp = target(server.port, dialer)
+    await smtp.deliver(job(spool, ALICE))
+    results = await smtp.deliver(job(spool, BOB))
+    await smtp.aclose()
+    assert results[BOB].status == "accepted"
+    assert server.connections == dialer.connections == 2
+    assert [m[1] for m in server.messages] == [[ALICE], [BOB]]
+
+
+async def test_drop_after_the_mail_reply_is_not_retried_on_the_spot(fake_server, spool, dialer):
+    # The server had answered MAIL: the transaction was under way, so the outcome
+    # is left to the next poll (the ledger decides), not retried at once.
+    server = await fake_server(hang_up_on=("RCPT", 2))
+    smtp = target(server.port, dialer)
+    await smtp.deliver(job(spool, ALICE))
+    results = await smtp.deliver(job(spool, BOB))
+    await smtp.aclose()
+    assert results[BOB].status == "temporary"
+    assert "was lost" in results[BOB].reason
+    assert server.connections == dialer.connections == 1
+    assert [m[1] for m in server.messages] == [[ALICE]]
+
+
+async def test_drop_on_a_fresh_connection_is_not_retried(fake_server, spool, dialer):
+    server = await fake_server(hang_up_on=("MAIL", 1))
+    smtp = target(server.port, dialer)
+    results = await smtp.deliver(job(spool, ALICE))
+    await smtp.aclose()
+    assert results[ALICE].status == "temporary"
+    assert dialer.connections == 1
+    assert server.messages == []
+
+
+async def test_timeout_applies_to_each_answer_not_the_whole_group(fake_server, spool):
+    # Three RCPT replies 0.2 s apart: 0.6 s for the group, each within the 0.4 s.
+    server = await fake_server(rcpt_delay=0.2)
+    smtp = target(server.port, timeout=0.4)
+    results = await smtp.deliver(job(spool, ALICE, BOB, CAROL))
+    assert all(r.status == "accepted" for r in results.values())
+    server.rcpt_delay = 0.6
+    results = await smtp.deliver(job(spool, ALICE))
+    await smtp.aclose()
+    assert results[ALICE].status == "temporary"
+    assert "did not answer within 0.4 seconds" in results[ALICE].reason
 
 
 async def test_cancelled_delivery_never_leaves_a_half_used_connection(fake_server, spool, dialer):
