@@ -244,6 +244,7 @@ async def test_permission_error_on_rename_is_temporary(
 
 async def test_missing_spool_file_is_temporary(tmp_path: Path):
     job = make_job(tmp_path, "bob@example.com")
+    assert job.path is not None
     job.path.unlink()
     results = await MaildirTarget(root=tmp_path / "Mail").deliver(job)
     assert results["bob@example.com"].status == "temporary"
@@ -254,6 +255,7 @@ async def test_big_message_is_streamed_not_loaded(tmp_path: Path):
     line = b"x" * 98 + b"\r\n"
     body = line * (20 * 1024 * 1024 // len(line))
     job = make_job(tmp_path, "bob@example.com", body=body)
+    assert job.path is not None
     del body
     target = MaildirTarget(root=tmp_path / "Mail")
     tracemalloc.start()
