@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -68,15 +69,29 @@ class SpoolWriter:
     once writing is over.
     """
 
-    def __init__(self, final: Path, temp: Path) -> None:
-        self.final = final
-        self.temp = temp
+    def __init__(self, final: Path | Callable[[], Path], temp: Path | Callable[[], Path]) -> None:
+        # The paths may come as functions: a small message that never reaches the
+        # disk then never pays for building them (pathlib is slow for what it is).
+        self._final = final
+        self._temp = temp
         self._hash = hashlib.sha256()
         self._head = bytearray()
         self._buffer = bytearray()
         self._fh: BinaryIO | None = None
         self.size = 0
         self._closed = False
+
+    @property
+    def final(self) -> Path:
+        if not isinstance(self._final, Path):
+            self._final = self._final()
+        return self._final
+
+    @property
+    def temp(self) -> Path:
+        if not isinstance(self._temp, Path):
+            self._temp = self._temp()
+        return self._temp
 
     def _open(self) -> BinaryIO:
         try:
@@ -161,8 +176,9 @@ class SpoolWriter:
                 with contextlib.suppress(OSError):
                     self._fh.close()
             self._closed = True
-        with contextlib.suppress(OSError):
-            self.temp.unlink()
+        if isinstance(self._temp, Path):  # a file may exist only once its path was made
+            with contextlib.suppress(OSError):
+                self._temp.unlink()
 
 
 class Spool:
@@ -180,7 +196,10 @@ class Spool:
         return self.root / f"{ledger_id}.eml"
 
     def writer(self, ledger_id: int) -> SpoolWriter:
-        return SpoolWriter(self.path_for(ledger_id), self.tmp / f"{ledger_id}.{os.getpid()}.part")
+        return SpoolWriter(
+            lambda: self.path_for(ledger_id),
+            lambda: self.tmp / f"{ledger_id}.{os.getpid()}.part",
+        )
 
     def save(self, ledger_id: int, data: bytes) -> Path:
         """Make a message held in memory durable at its ledger id's place."""
