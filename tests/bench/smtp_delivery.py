@@ -74,9 +74,9 @@ SENDER = "sender@outside.example"
 RECIPIENT = "alice@example.com"
 LMTP_USER = "alice"
 STREAM_WINDOW = 32
-CONTENDERS = ("postbridge", "smtplib", "raw-data", "raw-stream")
+CONTENDERS = ("postbridge", "postbridge-parallel", "smtplib", "raw-data", "raw-stream")
 ALL_CONTENDERS = (*CONTENDERS, "raw-bdat")
-LMTP_CONTENDERS = ("postbridge", "smtplib", "raw-data")
+LMTP_CONTENDERS = ("postbridge", "postbridge-parallel", "smtplib", "raw-data")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,27 @@ async def run_postbridge(server: Server, corpus: Sequence[bytes]) -> float:
         results = await target.deliver(job)
         if results[RECIPIENT].status != "accepted":
             raise RuntimeError(results[RECIPIENT].reason)
+    elapsed = time.perf_counter() - start
+    await target.aclose()
+    return elapsed
+
+
+async def run_postbridge_parallel(server: Server, corpus: Sequence[bytes]) -> float:
+    """As the poll cycle hands a batch to a server: ``target.parallel`` deliveries at once."""
+    kind = LmtpTarget if server.lmtp else SmtpTarget
+    target = kind(host=server.host, port=server.port, security="none", timeout=30)
+    jobs = [
+        DeliveryJob(key=f"bench{i}", path=None, data=data, sender=SENDER, recipients=(RECIPIENT,))
+        for i, data in enumerate(corpus)
+    ]
+
+    async def one(job: DeliveryJob) -> None:
+        results = await target.deliver(job)
+        if results[RECIPIENT].status != "accepted":
+            raise RuntimeError(results[RECIPIENT].reason)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(job) for job in jobs))
     elapsed = time.perf_counter() - start
     await target.aclose()
     return elapsed
@@ -232,6 +253,7 @@ def run(contender: str, server: Server, corpus: Sequence[bytes]) -> tuple[float,
     else:
         runner = {
             "postbridge": run_postbridge,
+            "postbridge-parallel": run_postbridge_parallel,
             "raw-data": run_raw_data,
             "raw-bdat": run_raw_bdat,
             "raw-stream": run_raw_stream,

@@ -8,6 +8,7 @@ delivered twice, and the next cycle finishing the job.
 
 from __future__ import annotations
 
+import asyncio
 import email
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from postbridge.engine import config as configmod
 from postbridge.engine.cycle import Collector
 from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
+from postbridge.engine.errors import AuthError
 from postbridge.engine.events import Event, MessageDelivered, Notice
 from postbridge.engine.ledger import DELIVERED, QUARANTINED, SPOOLED
 from postbridge.engine.secrets import SecretStore
@@ -415,3 +417,66 @@ async def test_killed_between_maildir_copies_and_ledger_delivers_nothing_twice(
         await again.aclose()
     assert second.ok and server.remaining == []
     assert message_ids(config, "alice@example.com") == [f"<m{i}@test>" for i in range(1, 6)]
+
+
+class SlowServer(FlakyTarget):
+    """A server that takes two messages at once; one of them fails with a wrong password."""
+
+    parallel = 2
+
+    def __init__(self, fail_subject: bytes | None = None) -> None:
+        super().__init__([])
+        self.fail_subject = fail_subject
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            with job.open() as source:
+                failing = self.fail_subject is not None and self.fail_subject in source.read()
+            if failing:
+                raise AuthError("The office mail server refused the password.")
+            await asyncio.sleep(0.02)  # the server storing the message
+            return await super().deliver(job)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_server_gets_two_messages_at_once_each_recorded_as_it_is_accepted(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    target = SlowServer()
+    collector = Collector(config, secrets=secrets, target=target)
+    try:
+        result = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert result.ok and server.remaining == []
+    assert result.summaries[0].delivered == 5
+    assert target.most_in_flight == 2
+    assert len(target.jobs) == 5
+
+
+async def test_a_failure_in_flight_does_not_cut_short_the_other_delivery(
+    tmp_path: Path, server: FakePop3Server, secrets: SecretStore
+) -> None:
+    config = write_config(tmp_path, server.port)
+    target = SlowServer(fail_subject=b"Subject: message 1\r\n")
+    collector = Collector(config, secrets=secrets, target=target)
+    try:
+        result = await collector.run_cycle()
+        assert not result.ok
+        assert "password" in (result.summaries[0].error or "")
+        # the message delivered beside the failing one is recorded: never sent twice
+        delivered = {row.uid for row in collector.ledger.in_state(DELIVERED)}
+        assert len(delivered) == len(target.jobs) >= 1
+        assert len(server.remaining) == 5  # nothing deleted in a failed session
+        target.fail_subject = None
+        again = await collector.run_cycle()
+    finally:
+        await collector.aclose()
+    assert again.ok and server.remaining == []
+    assert len(target.jobs) == 5  # each message once, over both cycles

@@ -247,7 +247,7 @@ class Collector:
         self._target = target
         self._pop3_factory = pop3_factory or self._default_pop3
         self._clock = clock
-        self._deliver_lock = asyncio.Lock()
+        self._slots: asyncio.Semaphore | None = None
         self.stop_requested = False
 
     # -- set-up ------------------------------------------------------------
@@ -642,21 +642,12 @@ class Collector:
             done: list[tuple[_Plan, dict[str, RecipientResult]]] = []
             if self.target.idempotent:
                 jobs = [p.job for p in plans if p.job is not None]
-                async with self._deliver_lock:
+                async with self._delivery_slots():
                     results = iter(await self.target.deliver_many(jobs) if jobs else [])
                 done = [(p, next(results) if p.job is not None else {}) for p in plans]
                 await self._settle(session, done, settled, durable=False)
             else:
-                for plan in plans:
-                    outcome: dict[str, RecipientResult] = {}
-                    if plan.job is not None:
-                        async with self._deliver_lock:
-                            outcome = await self.target.deliver(plan.job)
-                    # Recorded at once: the window between a server's 250 and the
-                    # ledger is this one transaction.
-                    accepted = any(r.status == "accepted" for r in outcome.values())
-                    await self._settle(session, [(plan, outcome)], settled, durable=accepted)
-                    done.append((plan, outcome))
+                await self._deliver_each(session, plans, done, settled)
         finally:
             for arrival in arrivals:
                 if arrival.ledger_id not in settled:
@@ -673,6 +664,48 @@ class Collector:
                 )
                 self._note_done(session, plan.arrival.num, state)
         self._check_stop()
+
+    async def _deliver_each(
+        self,
+        session: _Session,
+        plans: list[_Plan],
+        done: list[tuple[_Plan, dict[str, RecipientResult]]],
+        settled: set[int],
+    ) -> None:
+        """Deliver to a server, ``target.parallel`` messages at a time, each recorded at once.
+
+        The window between a server's 250 and the ledger is that one transaction.
+        A delivery that fails for good (a wrong password, say) does not cut short
+        the others in flight: their server may have the message already, so
+        their answers are awaited and recorded before the failure is raised.
+        """
+
+        async def one(plan: _Plan) -> None:
+            outcome: dict[str, RecipientResult] = {}
+            if plan.job is not None:
+                async with self._delivery_slots():
+                    outcome = await self.target.deliver(plan.job)
+            accepted = any(r.status == "accepted" for r in outcome.values())
+            await self._settle(session, [(plan, outcome)], settled, durable=accepted)
+            done.append((plan, outcome))
+
+        if self.target.parallel <= 1:
+            for plan in plans:
+                await one(plan)
+            return
+        failures = [
+            error
+            for error in await asyncio.gather(*(one(p) for p in plans), return_exceptions=True)
+            if isinstance(error, BaseException)
+        ]
+        if failures:
+            raise failures[0]
+
+    def _delivery_slots(self) -> asyncio.Semaphore:
+        """How many deliveries may be with the target at once (one for Maildir)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.target.parallel))
+        return self._slots
 
     def _plan(
         self, session: _Session, arrival: _Arrival, seen: dict[tuple[str, str], set[str]]
@@ -758,9 +791,11 @@ class Collector:
                 )
             )
         keep = [plan.arrival for plan, _ in done if plan.state != DELIVERED]
-        if keep:
-            await asyncio.to_thread(self._keep, keep)
-        self.ledger.settle(entries, durable=durable)
+        if keep or durable:
+            # fsyncs: in a worker thread, so the downloads go on meanwhile.
+            await asyncio.to_thread(self._store, keep, entries, durable)
+        else:
+            self.ledger.settle(entries, durable=False)
         settled.update(plan.arrival.ledger_id for plan, _ in done)
         gone = [plan.arrival.path for plan, _ in done if plan.state == DELIVERED]
         if any(path is not None for path in gone):
@@ -786,13 +821,14 @@ class Collector:
                 self.emit(MessageQuarantined(mailbox.name, arrival.ledger_id, plan.error or ""))
                 self._note_done(session, arrival.num, QUARANTINED)
 
-    def _keep(self, arrivals: list[_Arrival]) -> None:
-        """Make the spool copies of messages that stay durable (worker thread)."""
-        for arrival in arrivals:
+    def _store(self, keep: list[_Arrival], entries: list[Settlement], durable: bool) -> None:
+        """Make the spool copies of messages that stay durable, then record (worker thread)."""
+        for arrival in keep:
             if arrival.data is not None:
                 arrival.path = self.spool.save(arrival.ledger_id, arrival.data)
             elif arrival.path is not None:
                 self.spool.make_durable(arrival.path)
+        self.ledger.settle(entries, durable=durable)
 
     def _note_done(self, session: _Session, num: int, state: str) -> None:
         """A message of this session delivered or quarantined just now: DELE it, or keep it."""
@@ -906,7 +942,7 @@ class Collector:
                     prepend=prepend,
                     skip=skip,
                 )
-                async with self._deliver_lock:
+                async with self._delivery_slots():
                     results = await self.target.deliver(job)
                 outcomes += [(r.recipient, r.status, r.reason) for r in results.values()]
             self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=None)

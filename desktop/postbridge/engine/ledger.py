@@ -44,14 +44,16 @@ delivers again, never goes missing.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from postbridge.engine.errors import StorageError
 
@@ -121,6 +123,8 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+_M = TypeVar("_M", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -211,15 +215,36 @@ class Settlement:
     copies: tuple[str, str, Sequence[str]] | None = None
 
 
+def _serialized(method: _M) -> _M:
+    """Run ``method`` holding the ledger's lock: one thread on the connection at a time."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return cast(_M, wrapper)
+
+
 class Ledger:
-    """One SQLite connection; use from one thread (the engine's event loop thread)."""
+    """One SQLite connection, used by one thread at a time.
+
+    The engine's event loop thread does nearly everything; a commit that must
+    reach the disk (``durable``) may run in a worker thread instead
+    (``asyncio.to_thread``) so the downloads go on meanwhile. Every method
+    holds the ledger's lock, so a transaction is never interleaved with
+    another thread's statements.
+    """
 
     def __init__(self, path: Path, *, clock: Any = time.time) -> None:
         self.path = path
         self._clock = clock
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._mutex = threading.RLock()
+            self._db = sqlite3.connect(
+                path, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -244,12 +269,17 @@ class Ledger:
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
 
+    @_serialized
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction; ``durable`` commits it (and all before it) to disk."""
+        with self._mutex:
+            yield from self._transaction(durable)
+
+    def _transaction(self, durable: bool) -> Iterator[sqlite3.Connection]:
         try:
             if durable:
                 # SQLite refuses to change the safety level inside a transaction.
@@ -276,20 +306,24 @@ class Ledger:
 
     # -- reading -----------------------------------------------------------
 
+    @_serialized
     def get(self, message_id: int) -> Row | None:
         r = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return Row.from_sql(r) if r else None
 
+    @_serialized
     def by_uid(self, source: str) -> dict[str, Row]:
         rows = self._db.execute("SELECT * FROM messages WHERE source = ?", (source,))
         return {r["uid"]: Row.from_sql(r) for r in rows}
 
+    @_serialized
     def by_single_uid(self, source: str, uid: str) -> Row | None:
         r = self._db.execute(
             "SELECT * FROM messages WHERE source = ? AND uid = ?", (source, uid)
         ).fetchone()
         return Row.from_sql(r) if r else None
 
+    @_serialized
     def in_state(self, state: str, *, source: str | None = None) -> list[Row]:
         if source is None:
             rows = self._db.execute("SELECT * FROM messages WHERE state = ? ORDER BY id", (state,))
@@ -299,10 +333,12 @@ class Ledger:
             )
         return [Row.from_sql(r) for r in rows]
 
+    @_serialized
     def recent(self, *, limit: int = 500) -> list[Row]:
         rows = self._db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (limit,))
         return [Row.from_sql(r) for r in rows]
 
+    @_serialized
     def recipient_states(self, message_id: int) -> dict[str, RecipientState]:
         rows = self._db.execute(
             "SELECT address, state, reason, at FROM recipients WHERE message = ?", (message_id,)
@@ -312,6 +348,7 @@ class Ledger:
             for r in rows
         }
 
+    @_serialized
     def status(self) -> list[MailboxStatus]:
         rows = self._db.execute("SELECT * FROM mailbox_status ORDER BY mailbox")
         return [
@@ -319,12 +356,14 @@ class Ledger:
             for r in rows
         ]
 
+    @_serialized
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
     # -- writing -----------------------------------------------------------
 
+    @_serialized
     def add_listed(self, source: str, items: Sequence[tuple[str, int]]) -> dict[str, int]:
         """Record messages seen on the server (idempotent); returns uid -> row id.
 
@@ -361,6 +400,7 @@ class Ledger:
                 ids[r["uid"]] = r["id"]
         return ids
 
+    @_serialized
     def keys(self, ids: Sequence[int]) -> dict[int, str]:
         """The delivery keys of these rows (every row has one from ``add_listed`` on)."""
         found: dict[int, str] = {}
@@ -373,6 +413,7 @@ class Ledger:
                 found[r["id"]] = r["key"]
         return found
 
+    @_serialized
     def mark_spooled(
         self,
         message_id: int,
@@ -401,6 +442,7 @@ class Ledger:
                 ),
             )
 
+    @_serialized
     def settle(self, entries: Sequence[Settlement], *, durable: bool) -> None:
         """Record downloaded messages with their route and first outcomes: one transaction.
 
@@ -462,6 +504,7 @@ class Ledger:
                     copy_rows,
                 )
 
+    @_serialized
     def set_route(self, message_id: int, *, recipients: Sequence[str], route: str) -> None:
         now = self._clock()
         with self.transaction() as db:
@@ -475,6 +518,7 @@ class Ledger:
                 [(message_id, address, now) for address in recipients],
             )
 
+    @_serialized
     def record_delivery(
         self,
         message_id: int,
@@ -516,6 +560,7 @@ class Ledger:
                     (error, message_id),
                 )
 
+    @_serialized
     def requeue(self, message_id: int, *, recipients: Sequence[str] | None = None) -> None:
         """Put a quarantined message back to ``spooled`` (``quarantine retry``)."""
         now = self._clock()
@@ -542,6 +587,7 @@ class Ledger:
                     (now, message_id),
                 )
 
+    @_serialized
     def mark_server(self, ids: Iterable[int], server: str) -> None:
         """Record what is known of the ISP copies; durable, as DELE follows ``deleting``."""
         now = self._clock() if server == REMOVED else None
@@ -551,6 +597,7 @@ class Ledger:
                 [(server, now, i) for i in ids],
             )
 
+    @_serialized
     def mark_gone(self, source: str, present_uids: set[str]) -> int:
         """Rows whose message is no longer on the server are ``removed`` there."""
         stale = [
@@ -564,6 +611,7 @@ class Ledger:
             self.mark_server(stale, REMOVED)
         return len(stale)
 
+    @_serialized
     def forget_listed(self, source: str, uids: Iterable[str]) -> None:
         """Drop ``listed`` rows that were never spooled (their message vanished)."""
         with self.transaction() as db:
@@ -572,6 +620,7 @@ class Ledger:
                 [(source, u) for u in uids],
             )
 
+    @_serialized
     def copies_seen(
         self, *, message_id: str, body_sha256: str, since: float, exclude: int
     ) -> set[str]:
@@ -583,6 +632,7 @@ class Ledger:
         )
         return {r["recipient"] for r in rows}
 
+    @_serialized
     def record_copies(
         self, message: int, *, message_id: str, body_sha256: str, recipients: Sequence[str]
     ) -> None:
@@ -594,6 +644,7 @@ class Ledger:
                 [(message, message_id, body_sha256, r, now) for r in recipients],
             )
 
+    @_serialized
     def set_status(self, mailbox: str, *, error: str | None) -> None:
         now = self._clock()
         with self.transaction() as db:

@@ -304,6 +304,27 @@ async def test_kept_open_connection_carries_three_messages(
     assert dialer.writes[2].endswith(b"\r\n.\r\n")
 
 
+async def test_two_messages_at_once_go_over_two_kept_connections(
+    start_server: StartServer, spool, dialer
+):
+    handler = Handler()
+    server = await start_server(handler)
+    smtp = target(server.port, dialer)
+    assert smtp.parallel == 2
+    for _ in range(3):
+        results = await asyncio.gather(
+            smtp.deliver(job(spool, ALICE)),
+            smtp.deliver(job(spool, BOB)),
+            smtp.deliver(job(spool, CAROL)),  # waits for one of the two
+        )
+        assert [r[rcpt].status for r, rcpt in zip(results, (ALICE, BOB, CAROL), strict=True)] == [
+            "accepted"
+        ] * 3
+    await smtp.aclose()
+    assert dialer.connections == 2  # made when first needed, then kept
+    assert sorted(m.rcpt_tos[0] for m in handler.messages) == sorted([ALICE, BOB, CAROL] * 3)
+
+
 async def test_connection_closed_by_server_is_reopened(start_server: StartServer, spool, dialer):
     handler = Handler()
     # aiosmtpd says "421 Timeout" and hangs up after 0.2 s idle.

@@ -105,6 +105,9 @@ class DeliveryTarget(ABC):
     #: servers: there each acceptance is recorded as soon as it comes.
     idempotent: bool = False
 
+    #: How many :meth:`deliver` calls may run at once (the target keeps them apart).
+    parallel: int = 1
+
     async def deliver_many(self, jobs: Sequence[DeliveryJob]) -> list[dict[str, RecipientResult]]:
         """Deliver several jobs, in order; by default one after another."""
         return [await self.deliver(job) for job in jobs]

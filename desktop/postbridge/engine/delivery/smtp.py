@@ -61,6 +61,9 @@ class SmtpTarget(DeliveryTarget):
     protocol = "SMTP"
     _lmtp = False
     _server_words = "office mail server"
+    # Two messages in flight: while the server stores one (its queue-file fsync is
+    # most of its time per message), the other is on the wire.
+    parallel = 2
 
     def __init__(
         self,
@@ -94,11 +97,15 @@ class SmtpTarget(DeliveryTarget):
             server_words=self._server_words,
             open_connection=open_connection,
         )
-        self._client = self._new_client()
-        self.where = self._client.where
+        first = self._new_client()
+        self.where = first.where
         kind = "socket" if host.startswith("/") else "server"
         self.description = f"{self.protocol} {kind} {self.where}"
-        self._lock = asyncio.Lock()  # one transaction at a time on the shared connection
+        # Up to ``parallel`` transactions at once, each on a connection of its own,
+        # kept open between messages; made as they are first needed.
+        self._clients = [first]
+        self._idle = [first]
+        self._slots = asyncio.Semaphore(self.parallel)
 
     async def check(self) -> str:
         client = self._new_client()
@@ -118,38 +125,54 @@ class SmtpTarget(DeliveryTarget):
         return ", ".join(parts) + "."
 
     async def aclose(self) -> None:
-        async with self._lock:
-            await self._client.quit()
+        for client in self._clients:
+            await client.quit()
 
     async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
         recipients = unique(job.recipients)
         if not recipients:
             return {}
-        async with self._lock:
-            for attempt in (1, 2):
-                try:
-                    return await self._attempt(job, recipients)
-                except ConnectionLost as lost:
-                    if lost.stale and attempt == 1:
-                        continue  # the kept-open connection had died: once more, fresh
-                    return self._after_loss(recipients, job.sender, lost)
-                except _NEEDS_USER:
-                    raise
-                except StorageError as error:
-                    return all_with(
-                        recipients,
-                        "temporary",
-                        f"{error.describe()} The message stays spooled and will be tried again.",
-                    )
-                except PostbridgeError as error:
-                    return all_with(
-                        recipients,
-                        "temporary",
-                        f"{error.message} The message stays spooled and will be tried again.",
-                    )
+        async with self._slots:
+            client = self._idle.pop() if self._idle else self._fresh_client()
+            try:
+                return await self._deliver_on(client, job, recipients)
+            finally:
+                self._idle.append(client)
+
+    def _fresh_client(self) -> SmtpClient:
+        client = self._new_client()
+        self._clients.append(client)
+        return client
+
+    async def _deliver_on(
+        self, client: SmtpClient, job: DeliveryJob, recipients: list[str]
+    ) -> dict[str, RecipientResult]:
+        for attempt in (1, 2):
+            try:
+                return await self._attempt(client, job, recipients)
+            except ConnectionLost as lost:
+                if lost.stale and attempt == 1:
+                    continue  # the kept-open connection had died: once more, fresh
+                return self._after_loss(recipients, job.sender, lost)
+            except _NEEDS_USER:
+                raise
+            except StorageError as error:
+                return all_with(
+                    recipients,
+                    "temporary",
+                    f"{error.describe()} The message stays spooled and will be tried again.",
+                )
+            except PostbridgeError as error:
+                return all_with(
+                    recipients,
+                    "temporary",
+                    f"{error.message} The message stays spooled and will be tried again.",
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, job: DeliveryJob, recipients: list[str]) -> dict[str, RecipientResult]:
+    async def _attempt(
+        self, client: SmtpClient, job: DeliveryJob, recipients: list[str]
+    ) -> dict[str, RecipientResult]:
         results: dict[str, RecipientResult] = {}
         try:
             check_address(job.sender)
@@ -159,8 +182,8 @@ class SmtpTarget(DeliveryTarget):
                 "permanent",
                 f"The sender address {job.sender!r} cannot be given to the {self._server_words}.",
             )
-        await self._client.connect()
-        utf8 = "SMTPUTF8" in self._client.extensions
+        await client.connect()
+        utf8 = "SMTPUTF8" in client.extensions
         if not job.sender.isascii() and not utf8:
             return all_with(
                 recipients,
@@ -187,7 +210,7 @@ class SmtpTarget(DeliveryTarget):
                 continue
             sendable.append(rcpt)
         if sendable:
-            verdicts = await self._client.send(
+            verdicts = await client.send(
                 sender=job.sender,
                 recipients=sendable,
                 path=job.path,
