@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import operator
 import re
 
 from postbridge.engine.routing.recipients import parse_header_block
 
 _ADDR_RE = re.compile(r"^[^\s<>@]+@[^\s<>@]+$|^$")
+_KEY_AND_VALUE = operator.attrgetter("key", "value")
 # The common Return-Path, "<user@host>" or "<>", read without email.utils.
 _SIMPLE_PATH_RE = re.compile(r"^\s*<([^\s<>@()\",;:\\]+@[^\s<>@()\",;:\\]+|)>\s*$")
 
@@ -24,6 +26,8 @@ def _decode(value: object) -> str:
     if value is None:
         return ""
     text = str(value)
+    if "=?" not in text:  # no RFC 2047 encoded word: decode_header would return it as it is
+        return " ".join(text.split())[:500]
     try:
         parts = email.header.decode_header(text)
         out = []
@@ -47,9 +51,8 @@ def extract(head: bytes) -> dict[str, str | None]:
         "envelope_from": "",
     }
     try:
-        first: dict[str, str] = {}
-        for field in parse_header_block(head).fields:
-            first.setdefault(field.key, field.value)
+        # Each name's first field wins: built from the last field up, in C.
+        first: dict[str, str] = dict(map(_KEY_AND_VALUE, reversed(parse_header_block(head).fields)))
         mid = first.get("message-id")
         meta["message_id"] = " ".join(mid.split())[:998] if mid else None
         meta["subject"] = _decode(first.get("subject"))

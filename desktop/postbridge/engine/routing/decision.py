@@ -29,6 +29,9 @@ RULE_USER_MAILBOX = "user-mailbox"
 RULE_POSTMASTER = "postmaster"
 
 _JSON_VERSION = 1
+# json.dumps(data, ensure_ascii=False) builds an encoder per call; this is the same one, once.
+# The data is never circular, so the check for it (a dict of ids per call) is left out.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class RouteDecision:
             "trace_headers": _b64(self.trace_headers),
             "notes": list(self.notes),
         }
-        return json.dumps(data, ensure_ascii=False)
+        return _ENCODER.encode(data)
 
     @classmethod
     def from_json(cls, text: str) -> RouteDecision:

@@ -26,10 +26,10 @@ Conventions:
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Iterator
+import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The ISP headers that may record the envelope recipient, in canonical spelling.
 #: "Received" stands for the ``for <address>`` clause of a Received field.
@@ -52,9 +52,21 @@ _LINE_RE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r|$)")
 # A field name is printable US-ASCII except ':' (RFC 5322 §2.2); obsolete syntax
 # (§4.5) allows white space before the colon.
 _FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Any byte but CR and LF, spelt as ranges: re compiles that to a bitmap, which it
+# tests about twice as fast as the negated set [^\r\n].
+_TEXT = rb"[\x00-\x09\x0b\x0c\x0e-\xff]"
+# Continuation lines: they start with white space (RFC 5322 §2.2.3). Every
+# line ends in CRLF, LF or CR, or at the end of the data.
+_CONTINUATIONS = rb"(?:[ \t]" + _TEXT + rb"*(?:\r\n|\n|\r|\Z))*"
+_CONTINUATIONS_RE = re.compile(_CONTINUATIONS)
+# A whole field: its name, the rest of its first line, and its continuation lines.
+_FIELD_LINES_RE = re.compile(
+    _FIELD_RE.pattern + rb"(" + _TEXT + rb"*)(?:\r\n|\n|\r|\Z)(" + _CONTINUATIONS + rb")"
+)
 _SPECIALS = frozenset("<>,;:@.")
 _WSP = frozenset(" \t\r\n")
-_ATOM_STOP = _WSP | _SPECIALS | frozenset('"()[')
+# An atom runs to white space, a special, a quote, a parenthesis or "[".
+_ATOM_RE = re.compile(r'[^ \t\r\n<>,;:@."()\[]+')
 _DOT_ATOM_RE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
     r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+)*"
@@ -64,13 +76,15 @@ _MAX_LOCAL = 256
 _MAX_DOMAIN = 255
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One header field of the block, with its place in the bytes.
 
     ``start``/``end`` span the whole field including its continuation lines and
     final line break; ``name_end`` is where the name stops (the rename of
-    Delivered-To replaces exactly ``block[start:name_end]``).
+    Delivered-To replaces exactly ``block[start:name_end]``). ``key`` is the
+    lower-case name, for comparisons. A named tuple rather than a dataclass:
+    a message has dozens of fields and the router compares keys hundreds of
+    times, so building one and reading ``key`` must cost next to nothing.
     """
 
     name: str
@@ -78,11 +92,11 @@ class Field:
     start: int
     name_end: int
     end: int
+    key: str
 
-    @property
-    def key(self) -> str:
-        """The lower-case field name, for comparisons."""
-        return self.name.lower()
+
+# Field(...) runs the named tuple's __new__, written in Python; this is the same, in C.
+_new_field = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -103,77 +117,106 @@ class HeaderBlock:
         return [f for f in self.fields if f.key == key]
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """Yield ``(offset, content, line_end)``; CRLF, bare LF and bare CR all end a line."""
-    pos = 0
-    size = len(data)
-    while pos < size:
-        m = _LINE_RE.match(data, pos)
-        assert m is not None  # the pattern matches the empty string
-        line = m.group()
-        if not line:
-            break
-        content = line.rstrip(b"\r\n")
-        yield pos, content, line[len(content) :]
-        pos = m.end()
-
-
 def _prefix_length(head: bytes) -> int:
     pos = len(_BOM) if head.startswith(_BOM) else 0
     if head.startswith(b"From ", pos) and not _FIELD_RE.match(head, pos):
-        for offset, _content, _end in _lines(head[pos:]):
-            return pos + offset + len(_content) + len(_end)
+        line = _LINE_RE.match(head, pos)
+        assert line is not None  # the pattern matches the empty string
+        return line.end()
     return pos
 
 
-@functools.lru_cache(maxsize=8)
+# Field names as text and as keys, by their bytes: the same few dozen names come
+# in every message. Bounded, because a message can make up any number of them.
+_names: dict[bytes, tuple[str, str]] = {}
+_MAX_NAMES = 512
+
+
+def _remember_name(name: bytes) -> tuple[str, str]:
+    text = name.decode("ascii")
+    names = (text, text.lower())
+    if len(_names) < _MAX_NAMES:
+        _names[name] = names
+    return names
+
+
+def _parse_header_block(head: bytes) -> HeaderBlock:
+    data = head[:MAX_HEADER_BYTES]
+    size = len(data)
+    prefix = _prefix_length(data)
+    lead = _CONTINUATIONS_RE.match(data, prefix)  # continuations of no field: skipped
+    assert lead is not None  # the pattern matches the empty string
+    pos = lead.end()
+    fields: list[Field] = []
+    # One match per field, continuation lines included: no Python loop per line.
+    match = _FIELD_LINES_RE.match
+    m = match(data, pos)
+    while m is not None:
+        name_bytes, first, folded = m.groups()
+        if folded:
+            # RFC 5322 §2.2.3: unfolding drops the line breaks, nothing else; every
+            # continuation line ends in one (CRLF, LF or CR) but perhaps the last.
+            first += folded.translate(None, b"\r\n")
+        names = _names.get(name_bytes)
+        if names is None:
+            names = _remember_name(name_bytes)
+        end = m.end()
+        # RFC 6532 allows UTF-8 in headers. Other 8-bit bytes (a Latin-1 name, a
+        # stray byte) become U+FFFD: any address containing one is dropped, since
+        # nobody can say how it is spelt, while the rest of the field still counts.
+        value = first.decode("utf-8", "replace").strip()
+        name_end = pos + len(name_bytes)  # the match starts with the name
+        fields.append(_new_field(Field, (names[0], value, pos, name_end, end, names[1])))
+        pos = end
+        m = match(data, pos)
+    if pos >= size:
+        length = size
+    elif data[pos] in b"\r\n":  # the empty line: end of the header block, which includes it
+        length = pos + (2 if data.startswith(b"\r\n", pos) else 1)
+    else:  # neither a field nor a continuation: the body starts here
+        length = pos
+    return HeaderBlock(raw=data[:length], length=length, prefix=prefix, fields=tuple(fields))
+
+
+# The last few heads parsed, by identity: the poll cycle asks about the same
+# bytes object several times (its summary, the route, the Message-ID, the
+# block's length). Keyed on id() rather than on the bytes, so a hit does not
+# hash a 20 KB message; each entry holds its head, so the id stays its own.
+_CACHE_SIZE = 8
+_cache: dict[int, tuple[bytes, HeaderBlock]] = {}
+_cache_lock = threading.Lock()
+
+
 def parse_header_block(head: bytes) -> HeaderBlock:
     """Find and parse the header block at the start of ``head``. Never raises.
 
-    Cached for the last few heads: the poll cycle asks about the same message
-    three times (its summary, the route, the header block's length), and the
-    result is immutable.
+    Cached for the last few heads (the very same bytes objects): the poll
+    cycle asks about one message several times, and the result is immutable.
 
     The block ends after the first empty line (which it includes). Without one it
     ends before the first line that is neither a field nor a continuation (as in
     Python's own parser and Postfix's cleanup, such a line starts the body), or at
-    the end of ``head``, or at :data:`MAX_HEADER_BYTES`.
+    the end of ``head``, or at :data:`MAX_HEADER_BYTES`. CRLF, bare LF and bare CR
+    all end a line.
     """
-    data = head[:MAX_HEADER_BYTES]
-    prefix = _prefix_length(data)
-    fields: list[Field] = []
-    current: tuple[int, int, str, list[bytes]] | None = None  # start, name_end, name, pieces
-    length = len(data)
+    if type(head) is not bytes:  # a bytearray could change under the cache
+        return _parse_header_block(bytes(head))
+    key = id(head)
+    entry = _cache.get(key)
+    if entry is not None and entry[0] is head:
+        return entry[1]
+    block = _parse_header_block(head)
+    with _cache_lock:
+        _cache[key] = (head, block)
+        while len(_cache) > _CACHE_SIZE:
+            del _cache[next(iter(_cache))]  # the oldest
+    return block
 
-    def close(end: int) -> None:
-        if current is None:
-            return
-        start, name_end, name, pieces = current
-        fields.append(Field(name, _decode(b"".join(pieces)).strip(), start, name_end, end))
 
-    for offset, content, _end in _lines(data[prefix:]):
-        at = prefix + offset
-        if not content:  # the empty line: end of the header block
-            close(at)
-            current = None
-            length = at + len(_end)
-            break
-        if content[:1] in (b" ", b"\t"):
-            if current is not None:
-                current[3].append(content)  # RFC 5322 §2.2.3: unfolding drops the line break
-            continue
-        m = _FIELD_RE.match(content)
-        if m is None:  # not a field: the body starts here
-            close(at)
-            current = None
-            length = at
-            break
-        close(at)
-        name = m.group(1).decode("ascii")
-        current = (at, at + len(m.group(1)), name, [content[m.end() :]])
-    else:
-        close(length)
-    return HeaderBlock(raw=data[:length], length=length, prefix=prefix, fields=tuple(fields))
+def clear_cache() -> None:
+    """Forget the parsed heads (for benchmarks that want every parse cold)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def split_header_block(head: bytes) -> tuple[bytes, int]:
@@ -186,13 +229,6 @@ def split_header_block(head: bytes) -> tuple[bytes, int]:
     """
     block = parse_header_block(head)
     return block.raw, block.length
-
-
-def _decode(raw: bytes) -> str:
-    # RFC 6532 allows UTF-8 in headers. Other 8-bit bytes (a Latin-1 name, a
-    # stray byte) become U+FFFD: any address containing one is dropped, since
-    # nobody can say how it is spelt, while the rest of the field still counts.
-    return raw.decode("utf-8", "replace")
 
 
 # --- addresses ---------------------------------------------------------------------------
@@ -209,39 +245,31 @@ def _tokenize(value: str) -> list[_Token]:
     i = 0
     n = len(value)
     space = False
+    find = value.find
     while i < n:
         c = value[i]
         if c in _WSP:
             space = True
             i += 1
         elif c == "(":  # comment, may nest (RFC 5322 §3.2.2); unterminated runs to the end
-            depth = 0
-            while i < n:
-                c = value[i]
-                if c == "\\":
-                    i += 1
-                elif c == "(":
-                    depth += 1
-                elif c == ")":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                i += 1
-            i += 1
+            close = find(")", i + 1)
+            if close >= 0 and find("(", i + 1, close) < 0 and find("\\", i + 1, close) < 0:
+                i = close + 1  # the common comment: no nesting, no escapes
+            else:
+                i = _comment_end(value, i)
             space = True
         elif c == '"':
-            i += 1
-            chars: list[str] = []
-            while i < n and value[i] != '"':
-                if value[i] == "\\" and i + 1 < n:
-                    i += 1
-                chars.append(value[i])
-                i += 1
-            i += 1
-            tokens.append(("quoted", "".join(chars), space))
+            close = find('"', i + 1)
+            stop = n if close < 0 else close  # unterminated: runs to the end
+            if find("\\", i + 1, stop) < 0:
+                tokens.append(("quoted", value[i + 1 : stop], space))  # no escapes
+                i = stop + 1
+            else:
+                text, i = _quoted(value, i)
+                tokens.append(("quoted", text, space))
             space = False
         elif c == "[":
-            end = value.find("]", i)
+            end = find("]", i)
             end = n if end < 0 else end + 1
             tokens.append(("literal", value[i:end], space))
             i = end
@@ -250,17 +278,48 @@ def _tokenize(value: str) -> list[_Token]:
             tokens.append(("special", c, space))
             i += 1
             space = False
+        elif c == ")":  # a stray ')': skip it
+            i += 1
+            space = True
         else:
-            start = i
-            while i < n and value[i] not in _ATOM_STOP:
-                i += 1
-            if i == start:  # a stray ')': skip it
-                i += 1
-                space = True
-                continue
-            tokens.append(("atom", value[start:i], space))
+            atom = _ATOM_RE.match(value, i)  # c is not in _ATOM_RE's stops: a match
+            assert atom is not None
+            end = atom.end()
+            tokens.append(("atom", value[i:end], space))
+            i = end
             space = False
     return tokens
+
+
+def _comment_end(value: str, i: int) -> int:
+    """Just past the comment that starts at ``value[i]`` (nested, escaped, unterminated)."""
+    n = len(value)
+    depth = 0
+    while i < n:
+        c = value[i]
+        if c == "\\":
+            i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        i += 1
+    return i + 1
+
+
+def _quoted(value: str, i: int) -> tuple[str, int]:
+    """The text of the quoted string at ``value[i]``, unescaped, and where it ends."""
+    n = len(value)
+    i += 1
+    chars: list[str] = []
+    while i < n and value[i] != '"':
+        if value[i] == "\\" and i + 1 < n:
+            i += 1
+        chars.append(value[i])
+        i += 1
+    return "".join(chars), i + 1
 
 
 def _is(token: _Token, special: str) -> bool:
@@ -346,6 +405,39 @@ def _angle_address(inner: list[_Token]) -> list[str]:
     return _addresses_in(inner)[:1]
 
 
+# The common shapes of an address list, read by one regex per item instead of the
+# tokenizer: "a@b.example", "Name <a@b.example>", "\"Name, Jr.\" <a@b.example>",
+# separated by commas. Deliberately narrower than the tokenizer's grammar (no
+# comments, escapes, groups, literals, routes, CR/LF or Unicode white space):
+# anything else takes the general path, which reads these shapes the same way.
+_FAST_ATOM = r"[^\s<>,;:@.\"()\[\]\\]++"
+_FAST_DOT_ATOM = rf"{_FAST_ATOM}(?:\.{_FAST_ATOM})*+"
+_FAST_NAME = rf"(?:{_FAST_ATOM}|\"[^\"\\]*+\"|[ \t.])*+"
+_FAST_ITEM_RE = re.compile(
+    rf"[ \t]*+(?:{_FAST_NAME}<({_FAST_DOT_ATOM})@({_FAST_DOT_ATOM})>"
+    rf"|({_FAST_DOT_ATOM})@({_FAST_DOT_ATOM}))[ \t]*+(,|\Z)"
+)
+
+
+def _simple_addresses(value: str) -> list[str] | None:
+    """The addresses of a list made only of the common shapes; None for anything else."""
+    found: list[str] = []
+    match = _FAST_ITEM_RE.match
+    pos = 0
+    while True:
+        m = match(value, pos)
+        if m is None:
+            return None
+        angle_local, angle_domain, bare_local, bare_domain, separator = m.groups()
+        local = angle_local if angle_local is not None else bare_local
+        domain = normalise_domain(angle_domain if angle_domain is not None else bare_domain)
+        if domain and len(local) <= _MAX_LOCAL and "\ufffd" not in local:
+            found.append(f"{local}@{domain}")
+        if not separator:
+            return found
+        pos = m.end()
+
+
 def parse_addresses(value: str) -> list[str]:
     """All addresses in an RFC 5322 address-list value, leniently. Never raises.
 
@@ -354,6 +446,12 @@ def parse_addresses(value: str) -> list[str]:
     and obsolete routes are skipped; a missing comma between two bare addresses
     or an unclosed ``<`` still yields what can be read.
     """
+    simple = _simple_addresses(value)
+    return simple if simple is not None else _tokenized_addresses(value)
+
+
+def _tokenized_addresses(value: str) -> list[str]:
+    """:func:`parse_addresses` for any value: the general path, token by token."""
     tokens = _tokenize(value)
     found: list[str] = []
     item: list[_Token] = []
@@ -366,32 +464,35 @@ def parse_addresses(value: str) -> list[str]:
             found.extend(_addresses_in(item))
         item.clear()
 
+    # _is(tok, x) spelt out: this loop runs once per token of every To and Cc.
     while i < n:
         tok = tokens[i]
-        if _is(tok, ",") or _is(tok, ";"):
+        kind, text, _space = tok
+        if kind != "special":
+            if not had_angle:
+                item.append(tok)
+        elif text == "," or text == ";":
             flush()
             had_angle = False
-        elif _is(tok, ":") and not any(_is(t, "@") for t in item):
+        elif text == ":" and not any(t[1] == "@" and t[0] == "special" for t in item):
             item.clear()  # a group's display name (RFC 5322 §3.4)
             had_angle = False
-        elif _is(tok, "<"):
+        elif text == "<":
             j = i + 1
-            while j < n and not (_is(tokens[j], ">") or _is(tokens[j], "<")):
+            while j < n and not (tokens[j][0] == "special" and tokens[j][1] in "<>"):
                 j += 1
-            if j < n and _is(tokens[j], ">"):
+            if j < n and tokens[j][1] == ">":
                 found.extend(_angle_address(tokens[i + 1 : j]))
                 i = j
             else:  # unclosed: read up to the next separator
                 j = i + 1
-                while j < n and not (
-                    _is(tokens[j], ",") or _is(tokens[j], ";") or _is(tokens[j], "<")
-                ):
+                while j < n and not (tokens[j][0] == "special" and tokens[j][1] in ",;<"):
                     j += 1
                 found.extend(_angle_address(tokens[i + 1 : j]))
                 i = j - 1
             item.clear()
             had_angle = True
-        elif _is(tok, ">"):
+        elif text == ">":
             pass
         elif not had_angle:
             item.append(tok)
@@ -459,6 +560,7 @@ __all__ = [
     "Field",
     "HeaderBlock",
     "canonical_name",
+    "clear_cache",
     "domain_of",
     "message_id",
     "normalise_domain",

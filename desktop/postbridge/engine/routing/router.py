@@ -167,6 +167,8 @@ class _Envelope:
 
 
 def _read_envelope(fields: Sequence[Field], name: str, *, rules: _Rules) -> _Envelope:
+    """What the envelope header ``name`` says; ``fields`` need only hold the Received
+    fields and those named ``name`` (see :func:`_envelope_fields`), in order."""
     if name == "Received":
         received = [f for f in fields if f.key == "received"]
         found = tuple(received_for(received[0].value)) if received else ()
@@ -175,11 +177,13 @@ def _read_envelope(fields: Sequence[Field], name: str, *, rules: _Rules) -> _Env
     own: list[str] = []
     trusted: list[str] = []
     lower: list[str] = []
+    present = False
     state = "before"  # "top": only the mailbox's own instances so far; "done": found or passed
     for f in fields:
         if f.key == "received":
             state = "done" if state == "top" else state
         elif f.key == key:
+            present = True
             addresses = parse_addresses(f.value)
             if state == "done":
                 lower.extend(addresses)
@@ -189,16 +193,21 @@ def _read_envelope(fields: Sequence[Field], name: str, *, rules: _Rules) -> _Env
             else:
                 trusted.extend(addresses)
                 state = "done"
-    present = bool(own or trusted or lower) or any(f.key == key for f in fields)
     return _Envelope(name, tuple(own), tuple(trusted), tuple(lower), present)
 
 
-def _top_fields(block: HeaderBlock) -> tuple[Field, ...]:
-    """The fields above the topmost Received: what the ISP's final delivery wrote."""
-    for i, f in enumerate(block.fields):
-        if f.key == "received":
-            return block.fields[:i]
-    return block.fields
+#: Lower-case name -> canonical name, of the envelope headers and of the To/Cc kind.
+_ENVELOPE_KEYS = {name.lower(): name for name in ENVELOPE_HEADERS}
+_ADDRESS_KEYS = {name.lower(): name for name in ADDRESS_HEADERS}
+
+
+def _envelope_fields(block: HeaderBlock) -> tuple[Field, ...]:
+    """The fields :func:`_read_envelope` looks at for any of ``ENVELOPE_HEADERS``.
+
+    Filtered once per message: auto detection reads several envelope headers,
+    and each reading would otherwise walk every field of the block.
+    """
+    return tuple(f for f in block.fields if f.key in _ENVELOPE_KEYS)
 
 
 def _choose_envelope(
@@ -229,26 +238,26 @@ def _choose_envelope(
                 f"own, so routing used To and Cc; {_NO_BCC}."
             )
         return None, [env], [note]
+    fields = _envelope_fields(block)
     examined: list[_Envelope] = []
     order: list[str] = []
-    top = _top_fields(block)
-    for f in top:
-        name = canonical_name(f.name)
-        if name in ENVELOPE_HEADERS and name not in order:
+    # The envelope headers above the topmost Received: what the ISP's final delivery wrote.
+    for f in fields:
+        if f.key == "received":
+            break
+        name = _ENVELOPE_KEYS[f.key]
+        if name not in order:
             order.append(name)
     order.append("Received")
     for name in order:
-        env = _read_envelope(block.fields, name, rules=rules)
+        env = _read_envelope(fields, name, rules=rules)
         if rules.informative(env.trusted):
             return env, examined, []
         if env.present:
             examined.append(env)
     notes = []
-    buried = [
-        name
-        for name in ENVELOPE_HEADERS
-        if name not in order and _read_envelope(block.fields, name, rules=rules).present
-    ]
+    seen = {f.key for f in fields}
+    buried = [name for name in ENVELOPE_HEADERS if name not in order and name.lower() in seen]
     if buried:
         verb, subject = ("appears", "it was") if len(buried) == 1 else ("appear", "they were")
         notes.append(
@@ -267,7 +276,9 @@ def _choose_envelope(
 
 def _header_line(name: str, value: str) -> bytes:
     """One header field, CRLF-terminated, folded at spaces (RFC 5322 §2.2.3)."""
-    printable = "".join(ch if ch.isprintable() else " " for ch in value)  # no CR/LF injection
+    printable = (  # no CR/LF injection
+        value if value.isprintable() else "".join(ch if ch.isprintable() else " " for ch in value)
+    )
     words = " ".join(printable.split())[:_MAX_VALUE].split(" ")
     lines: list[str] = [f"{name}:"]
     for word in words:
@@ -418,10 +429,10 @@ def _route_global(
         candidates.extend(Candidate(a, envelope.name, IGNORED_HOP, "", ()) for a in envelope.lower)
     else:
         for f in block.fields:
-            name = canonical_name(f.name)
-            if name in ADDRESS_HEADERS:
+            address_name = _ADDRESS_KEYS.get(f.key)
+            if address_name is not None:
                 for address in parse_addresses(f.value):
-                    add(address, name)
+                    add(address, address_name)
     return _finish_global(
         rules,
         candidates=candidates,
@@ -512,7 +523,7 @@ def suggest_envelope(heads: Sequence[bytes], mailbox: MailboxConfig) -> Envelope
     local = dict.fromkeys(ENVELOPE_HEADERS, 0)
     present = dict.fromkeys(ENVELOPE_HEADERS, 0)
     for head in heads:
-        fields = parse_header_block(head).fields
+        fields = _envelope_fields(parse_header_block(head))
         for name in ENVELOPE_HEADERS:
             env = _read_envelope(fields, name, rules=rules)
             present[name] += env.present
