@@ -117,7 +117,11 @@ class Pop3Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._dropped: asyncio.StreamWriter | None = None
+        # Received, not yet consumed: self._rbuf[self._rpos:]. An offset rather than
+        # slicing off what was read, so a pipelined 64 KB chunk holding several
+        # messages is not copied again for each status line and body in it.
         self._rbuf = b""
+        self._rpos = 0
 
     @property
     def is_open(self) -> bool:
@@ -170,12 +174,12 @@ class Pop3Connection:
 
     async def start_tls(self, context: SSLContext) -> None:
         """Upgrade to TLS after the server's +OK to STLS (RFC 2595 §4)."""
-        if self._rbuf:
+        if len(self._rbuf) > self._rpos:
             # Anything after "+OK" and before the handshake was not protected:
             # a man in the middle may have injected it (cf. CVE-2011-0411).
             raise ProtocolError(
                 f"{self.host} sent unexpected data before encryption started",
-                detail=repr(self._rbuf[:200]),
+                detail=repr(self._rbuf[self._rpos : self._rpos + 200]),
             )
         writer = self.require_writer()
         plain_transport = writer.transport
@@ -215,6 +219,7 @@ class Pop3Connection:
         """Abort the transport at once (no QUIT); :meth:`close` waits for it to finish."""
         writer, self._writer, self._reader = self._writer, None, None
         self._rbuf = b""
+        self._rpos = 0
         self.in_sync = True
         if writer is not None:
             writer.transport.abort()
@@ -278,14 +283,15 @@ class Pop3Connection:
         """One line without its line ending (LF or CRLF), bounded in length."""
         # Bounded: each turn adds at least one byte, and we stop at MAX_STATUS_LINE.
         while True:
-            end = self._rbuf.find(b"\n")
+            end = self._rbuf.find(b"\n", self._rpos)
             if end >= 0:
-                line = self._rbuf[:end]
-                self._rbuf = self._rbuf[end + 1 :]
+                line = self._rbuf[self._rpos : end]
+                self._rpos = end + 1
                 return line[:-1] if line.endswith(b"\r") else line
-            if len(self._rbuf) > MAX_STATUS_LINE:
-                raise self.garbage(repr(self._rbuf[:200]))
-            self._rbuf += await self._read_chunk()
+            pending = self._rbuf[self._rpos :]
+            if len(pending) > MAX_STATUS_LINE:
+                raise self.garbage(repr(pending[:200]))
+            self._rbuf, self._rpos = pending + await self._read_chunk(), 0
 
     def parse_status(self, line: bytes) -> Status:
         try:
@@ -302,19 +308,20 @@ class Pop3Connection:
     async def read_body(self, write: Callable[[bytes], object]) -> int:
         """Stream one multi-line body into ``write``; keep what follows it buffered."""
         decoder = DotUnstuffer()
-        data, self._rbuf = self._rbuf, b""
+        data, start = self._rbuf, self._rpos
+        self._rbuf, self._rpos = b"", 0
         total = 0
         # Bounded by the reply: every turn consumes a non-empty chunk, and EOF
         # or a silent server (timeout) ends it with an error.
         while True:
-            body, done, leftover = decoder.feed(data)
+            body, rest = decoder.feed_at(data, start)
             if body:
                 write(body)
                 total += len(body)
-            if done:
-                self._rbuf = leftover
+            if rest >= 0:
+                self._rbuf, self._rpos = data, rest
                 return total
-            data = await self._read_chunk()
+            data, start = await self._read_chunk(), 0
 
     async def simple(self, command: bytes) -> Status:
         """A single-line command: send it, read the status line."""

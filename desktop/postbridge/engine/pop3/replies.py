@@ -48,6 +48,10 @@ _UNSTUFFED = b"\r\n."
 # The proper prefixes of the terminator: a chunk ending in one of these cannot
 # be judged until more data arrives (it may be the terminator, or a stuffed dot).
 _TERMINATOR_PREFIXES = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
+# The terminator as the very first line of a body (no CRLF before it).
+_LEAD_TERMINATOR = b".\r\n"
+# Stuffed lines handled one find each before the rest of a chunk goes to replace().
+_MAX_FINDS = 32
 
 _GARBAGE_MESSAGE = "The server sent a reply Postbridge does not understand"
 
@@ -293,24 +297,27 @@ class DotUnstuffer:
     the wire, bare LFs untouched), whether the terminating ``.`` line has been
     seen, and the bytes after the terminator (the next pipelined reply).
 
-    It never holds more than the current chunk plus four bytes: whole
-    messages are never in memory. The work is done by ``bytes.find`` and
-    ``bytes.replace`` over whole chunks, never by a Python loop per line.
+    Only a line that starts with a dot needs any work: the body starts at the
+    start of a line, and every other line start follows a CRLF, so each
+    ``bytes.find`` of CRLF "." lands on the next such line (or on the
+    terminator, CRLF "." CRLF). A body without dotted lines costs one scan
+    and one copy; a stuffed line costs one more find, never a Python loop
+    over the lines in between. Bodies full of dotted lines switch to
+    ``bytes.replace`` over the rest of the chunk, so they cost no more than a
+    plain scan and replace would.
 
-    How boundaries are handled: the stream is read as if preceded by a CRLF
-    (the body starts at the start of a line), so the terminator is always
-    CRLF "." CRLF and stuffing always CRLF "..". A chunk ending in a proper
-    prefix of the terminator (CR, CRLF, CRLF ".", CRLF "." CR) keeps that
-    suffix back until the next chunk decides it. Every partial CRLF ".." is
-    also such a prefix, so the replacement never straddles a boundary.
+    It never holds more than the current chunk plus four bytes: whole
+    messages are never in memory. A chunk ending in a proper prefix of the
+    terminator (CR, CRLF, CRLF ".", CRLF "." CR), or a body's first bytes
+    that are one (".", "." CR), are kept back until the next chunk decides
+    them.
     """
 
     __slots__ = ("_done", "_lead", "_tail")
 
     def __init__(self) -> None:
-        # The virtual CRLF before the first line; stripped from the output.
-        self._tail = CRLF
-        self._lead = True
+        self._tail = b""  # held-back bytes, judged with the next chunk
+        self._lead = True  # no body byte decided yet: the next byte starts a line
         self._done = False
 
     @property
@@ -320,32 +327,93 @@ class DotUnstuffer:
 
     def feed(self, chunk: bytes) -> tuple[bytes, bool, bytes]:
         """Consume ``chunk``; return (body bytes, done, leftover after the terminator)."""
+        body, rest = self.feed_at(chunk, 0)
+        if rest < 0:
+            return body, False, b""
+        return body, True, chunk[rest:] if rest else chunk
+
+    def feed_at(self, data: bytes, start: int) -> tuple[bytes, int]:
+        """Consume ``data[start:]`` without copying it first.
+
+        Returns the body bytes decided, and the offset in ``data`` where what
+        follows the terminator begins, or -1 while the terminator is still to
+        come. For a reader that keeps one buffer and an offset into it.
+        """
         if self._done:
-            return b"", True, chunk
-        data = self._tail + chunk if self._tail else chunk
-        end = data.find(_TERMINATOR)
-        if end >= 0:
-            # Keep the CRLF that ends the last body line; drop "." CRLF.
-            body = data[: end + 2]
-            leftover = data[end + len(_TERMINATOR) :]
+            return b"", start
+        if self._tail:  # rare: a chunk ended in a prefix of the terminator
+            buf = self._tail + data[start:]
+            shift = len(self._tail) - start  # index in buf = index in data + shift
+            pos = 0
             self._tail = b""
-            self._done = True
         else:
-            keep = 0
-            for prefix in _TERMINATOR_PREFIXES:
-                if data.endswith(prefix):
-                    keep = len(prefix)
-                    break
-            body = data[: len(data) - keep]
-            self._tail = data[len(data) - keep :]
-            leftover = b""
-        if not body:
-            return b"", self._done, leftover
-        if _STUFFED in body:
-            body = body.replace(_STUFFED, _UNSTUFFED)
+            buf, shift, pos = data, 0, start
+        emit = pos  # the first byte not yet returned
         if self._lead:
-            # The cut is never inside the virtual CRLF: every held-back suffix
-            # starts with CR, and the byte after the virtual CR is LF.
+            if len(buf) - pos < len(_LEAD_TERMINATOR) and _LEAD_TERMINATOR.startswith(buf[pos:]):
+                self._tail = buf[pos:]  # "", "." or "." CR: cannot tell yet
+                return b"", -1
             self._lead = False
-            body = body[2:]
-        return body, self._done, leftover
+            if buf.startswith(b".", pos):  # the first line starts with a dot
+                if buf.startswith(_LEAD_TERMINATOR, pos):
+                    self._done = True
+                    return b"", pos + len(_LEAD_TERMINATOR) - shift
+                if buf.startswith(b"..", pos):
+                    emit = pos + 1
+        pieces: list[bytes] = []
+        find = buf.find
+        dotted = 0
+        at = find(_UNSTUFFED, pos)
+        while at >= 0:
+            after = at + len(_UNSTUFFED)
+            following = buf[after : after + 2]
+            if following[:1] == b".":  # CRLF ".." -> CRLF "."
+                pieces.append(buf[emit:after])
+                emit = after + 1
+                dotted += 1
+                if dotted > _MAX_FINDS:
+                    return self._replace_rest(pieces, buf, emit=emit, shift=shift)
+                at = find(_UNSTUFFED, emit)
+            elif following == CRLF:  # the terminator; keep the CRLF that ends the last line
+                pieces.append(buf[emit : at + 2])
+                self._done = True
+                return b"".join(pieces), at + len(_TERMINATOR) - shift
+            elif following in (b"", b"\r"):  # the chunk ends inside what may be the terminator
+                pieces.append(buf[emit:at])
+                self._tail = buf[at:]
+                return b"".join(pieces), -1
+            else:  # a line starting with a single dot (unstuffed by a sloppy server): kept
+                at = find(_UNSTUFFED, after)
+        return self._hold_back(pieces, buf, emit=emit), -1
+
+    def _hold_back(self, pieces: list[bytes], buf: bytes, *, emit: int) -> bytes:
+        """Return ``buf[emit:]`` but a final CR or CRLF, which the next chunk decides."""
+        keep = 2 if buf.endswith(CRLF, emit) else 1 if buf.endswith(b"\r", emit) else 0
+        cut = len(buf) - keep
+        pieces.append(buf[emit:cut])
+        self._tail = buf[cut:]
+        return b"".join(pieces)
+
+    def _replace_rest(
+        self, pieces: list[bytes], buf: bytes, *, emit: int, shift: int
+    ) -> tuple[bytes, int]:
+        """The rest of a chunk with many dotted lines: one find and one replace.
+
+        ``emit`` is just past a stuffed dot, inside a line, so neither the
+        terminator nor a stuffed line can start before it.
+        """
+        end = buf.find(_TERMINATOR, emit)
+        if end >= 0:
+            pieces.append(buf[emit : end + 2].replace(_STUFFED, _UNSTUFFED))
+            self._done = True
+            return b"".join(pieces), end + len(_TERMINATOR) - shift
+        # As _hold_back, but the held-back suffix may be any proper prefix of the terminator.
+        keep = 0
+        for prefix in _TERMINATOR_PREFIXES:
+            if buf.endswith(prefix, emit):
+                keep = len(prefix)
+                break
+        cut = len(buf) - keep
+        pieces.append(buf[emit:cut].replace(_STUFFED, _UNSTUFFED))
+        self._tail = buf[cut:]
+        return b"".join(pieces), -1
