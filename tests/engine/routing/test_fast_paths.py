@@ -6,11 +6,14 @@ one regex match; the reference below walks the lines one by one, as RFC 5322
 with one regex per item; the general tokenizer must agree on every value the
 fast path accepts. The tokenizer skips plain comments, quoted strings and
 atoms with ``str.find`` and a regex; the reference walks every character.
+``RouteDecision.to_json`` writes its JSON itself; json.dumps is the reference.
 And the per-head cache must never hand one head's block to another.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from postbridge.engine.routing.decision import Candidate, RouteDecision
 from postbridge.engine.routing.recipients import (
     MAX_HEADER_BYTES,
     Field,
@@ -246,3 +250,46 @@ _token_text = st.lists(
 @given(_token_text | st.text(max_size=40))
 def test_tokenizer_agrees_with_the_character_by_character_reference(value: str) -> None:
     assert _tokenize(value) == reference_tokenize(value)
+
+
+# Any text, surrogates and control characters included: what json escapes.
+_text = st.text(st.characters(blacklist_categories=()), max_size=12) | st.sampled_from(
+    ['"', "\\", "\x00\x1f\x7f", "\u2028", "caf\u00e9", "\ud800", ""]
+)
+_texts = st.lists(_text, max_size=3).map(tuple)
+_decisions = st.builds(
+    RouteDecision,
+    recipients=_texts,
+    envelope_header=st.none() | _text,
+    candidates=st.lists(st.builds(Candidate, _text, _text, _text, _text, _texts), max_size=3).map(
+        tuple
+    ),
+    to_postmaster=st.booleans(),
+    quarantine=st.none() | _text,
+    new_header_block=st.none() | st.binary(max_size=20),
+    trace_headers=st.binary(max_size=20),
+    notes=_texts,
+)
+
+
+@PROFILE
+@given(_decisions)
+def test_to_json_writes_what_json_dumps_writes(decision: RouteDecision) -> None:
+    def b64(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode("ascii")
+
+    data = {
+        "version": 1,
+        "recipients": list(decision.recipients),
+        "envelope_header": decision.envelope_header,
+        "candidates": [
+            [c.address, c.source, c.outcome, c.rule, list(c.targets)] for c in decision.candidates
+        ],
+        "to_postmaster": decision.to_postmaster,
+        "quarantine": decision.quarantine,
+        "new_header_block": b64(decision.new_header_block),
+        "trace_headers": b64(decision.trace_headers),
+        "notes": list(decision.notes),
+    }
+    assert decision.to_json() == json.dumps(data, ensure_ascii=False)
+    assert RouteDecision.from_json(decision.to_json()) == decision
