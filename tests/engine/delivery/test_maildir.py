@@ -179,9 +179,8 @@ def test_folder_name_lowercases():
     assert folder_name("Bob.Smith@Example.COM") == "bob.smith@example.com"
 
 
-async def test_file_is_fsynced_before_rename_and_directory_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def spy_on_disk_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, record each fsync (of a file or a folder) and each rename, in order."""
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -193,10 +192,17 @@ async def test_file_is_fsynced_before_rename_and_directory_after(
         events.append("replace")
         real_replace(src, dst)
 
-    target = MaildirTarget(root=tmp_path / "Mail")
-    await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
+    return events
+
+
+async def test_file_is_fsynced_before_rename_and_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
+    events = spy_on_disk_steps(monkeypatch)
     await target.deliver(make_job(tmp_path, "bob@example.com", key="1764440001.pb43_x"))
     if os.name == "nt":
         assert events == ["fsync-file", "replace"]
@@ -304,22 +310,10 @@ def test_a_job_needs_exactly_one_source(tmp_path: Path) -> None:
 async def test_a_batch_fsyncs_each_file_before_its_rename_and_each_folder_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    events: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def spy_fsync(fd: int) -> None:
-        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
-        real_fsync(fd)
-
-    def spy_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        events.append("replace")
-        real_replace(src, dst)
-
     target = MaildirTarget(root=tmp_path / "Mail")
     await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
     await target.deliver(make_job(tmp_path, "amy@example.com", key="1764440000.pb1_a"))
-    monkeypatch.setattr(os, "fsync", spy_fsync)
-    monkeypatch.setattr(os, "replace", spy_replace)
+    events = spy_on_disk_steps(monkeypatch)
     jobs = [make_job(tmp_path, "bob@example.com", key=f"1764440001.pb{n}_x") for n in range(10, 14)]
     jobs.append(make_job(tmp_path, "amy@example.com", key="1764440001.pb20_x"))
     results = await target.deliver_many(jobs)
