@@ -87,7 +87,7 @@ def reference(head: bytes) -> tuple[str | None, str | None, str | None]:
                 else chunk
                 for chunk, charset in parts
             )
-        except (LookupError, ValueError, AssertionError, TypeError):
+        except (LookupError, ValueError, AssertionError, TypeError, email.errors.HeaderParseError):
             pass
         return " ".join(text.split())[:500]
 
@@ -95,13 +95,8 @@ def reference(head: bytes) -> tuple[str | None, str | None, str | None]:
     for field in parse_header_block(head).fields:
         first.setdefault(field.name.lower(), field.value)
     mid = first.get("message-id")
-    found: list[str | None] = [" ".join(mid.split())[:998] if mid else None, None, None]
-    try:  # as extract(): a broken base64 word leaves this and the next field empty
-        found[2] = decode(first.get("subject"))
-        found[1] = decode(first.get("from"))
-    except email.errors.HeaderParseError:
-        pass
-    return found[0], found[1], found[2]
+    message_id = " ".join(mid.split())[:998] if mid else None
+    return message_id, decode(first.get("from")), decode(first.get("subject"))
 
 
 _names = st.sampled_from([b"Subject", b"subject", b"From", b"FROM", b"Message-ID", b"X-Other"])
@@ -133,3 +128,14 @@ _heads = st.lists(
 def test_agrees_with_decoding_every_field_the_plain_way(head: bytes) -> None:
     got = extract(head)
     assert (got["message_id"], got["sender"], got["subject"]) == reference(head)
+
+
+def test_a_broken_encoded_subject_hides_neither_sender_nor_envelope() -> None:
+    head = (
+        b"Return-Path: <ann@isp.example>\r\nFrom: Ann <ann@isp.example>\r\n"
+        b"Subject: =?utf-8?b?!!!?=\r\n\r\n"
+    )
+    meta = extract(head)
+    assert meta["envelope_from"] == "ann@isp.example"  # the envelope sender of the delivery
+    assert meta["sender"] == "Ann <ann@isp.example>"
+    assert meta["subject"] == "=?utf-8?b?!!!?="

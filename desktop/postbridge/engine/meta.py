@@ -9,6 +9,7 @@ read becomes an empty field, never an exception.
 
 from __future__ import annotations
 
+import email.errors
 import email.header
 import email.utils
 import operator
@@ -37,8 +38,8 @@ def _decode(value: object) -> str:
             else:
                 out.append(chunk)
         text = "".join(out)
-    except (LookupError, ValueError, AssertionError, TypeError):
-        pass
+    except (LookupError, ValueError, AssertionError, TypeError, email.errors.HeaderParseError):
+        pass  # shown as it stands: a broken encoded word must not hide the other fields
     return " ".join(text.split())[:500]
 
 
