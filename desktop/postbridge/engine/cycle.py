@@ -96,7 +96,7 @@ from postbridge.engine.signals import (
     signal_before_poll,
     signal_mailbox,
 )
-from postbridge.engine.spool import Spool, SpoolWriter
+from postbridge.engine.spool import Spool, SpoolWriter, file_sha256
 from postbridge.engine.tls import client_context
 
 log = logging.getLogger("postbridge.cycle")
@@ -163,7 +163,7 @@ class _Arrival:
         if self.data is not None:
             return hashlib.sha256(memoryview(self.data)[offset:]).hexdigest()
         assert self.path is not None
-        return _file_sha256(self.path, offset)
+        return file_sha256(self.path, offset=offset)
 
     def discard(self) -> None:
         """Forget a download that was never recorded: the message stays at the ISP."""
@@ -197,15 +197,6 @@ def _take_over(arrivals: list[_Arrival]) -> None:
         else:
             arrival.path = writer.finish(durable=False).path
         arrival.sha256 = writer.sha256
-
-
-def _file_sha256(path: Path, offset: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -388,30 +388,28 @@ class Ledger:
                 "WHERE source = ? AND state = 'listed' AND key IS NULL",
                 (source,),
             )
-        ids: dict[str, int] = {}
-        uids = [uid for uid, _ in items]
-        for chunk_start in range(0, len(uids), 500):
-            chunk = uids[chunk_start : chunk_start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._db.execute(
-                f"SELECT id, uid FROM messages WHERE source = ? AND uid IN ({marks})",
-                (source, *chunk),
-            ):
-                ids[r["uid"]] = r["id"]
-        return ids
+        rows = self._select_in(
+            "SELECT id, uid FROM messages WHERE source = ? AND uid",
+            [uid for uid, _ in items],
+            source,
+        )
+        return {r["uid"]: r["id"] for r in rows}
 
     @_serialized
     def keys(self, ids: Sequence[int]) -> dict[int, str]:
         """The delivery keys of these rows (every row has one from ``add_listed`` on)."""
-        found: dict[int, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        return {
+            r["id"]: r["key"] for r in self._select_in("SELECT id, key FROM messages WHERE id", ids)
+        }
+
+    def _select_in(
+        self, select: str, values: Sequence[object], *params: object
+    ) -> Iterator[sqlite3.Row]:
+        """``<select> IN (<values>)``, in chunks of 500 (SQLite's limit on parameters)."""
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self._db.execute(
-                f"SELECT id, key FROM messages WHERE id IN ({marks})", tuple(chunk)
-            ):
-                found[r["id"]] = r["key"]
-        return found
+            yield from self._db.execute(f"{select} IN ({marks})", (*params, *chunk))
 
     @_serialized
     def mark_spooled(

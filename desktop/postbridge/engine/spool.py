@@ -46,6 +46,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_sha256(path: Path, *, offset: int = 0) -> str:
+    """SHA-256 of a file from ``offset`` on, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
     return StorageError(
         f"Postbridge could not {action} in its data folder {path.parent} "
@@ -250,12 +260,7 @@ class Spool:
 
     def body_sha256(self, ledger_id: int, *, offset: int) -> str:
         """SHA-256 of the message from ``offset`` on (its body), read in chunks."""
-        digest = hashlib.sha256()
-        with open(self.path_for(ledger_id), "rb") as fh:
-            fh.seek(offset)
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(self.path_for(ledger_id), offset=offset)
 
     def remove(self, ledger_id: int) -> None:
         with contextlib.suppress(FileNotFoundError):
