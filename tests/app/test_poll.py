@@ -162,6 +162,9 @@ def test_quit_mid_poll_loses_nothing_and_the_next_cycle_delivers_the_rest(
     app.worker.progress.connect(app.request_quit)
     app.menu.poll_now.trigger()
     qtbot.waitUntil(lambda: app.worker_thread.isFinished(), timeout=10_000)
+    # QThread.finished reaches the GUI thread as a queued signal: the app quits on the
+    # next pass of the event loop, not necessarily before isFinished() turns true.
+    qtbot.waitUntil(lambda: seams.quits > 0, timeout=5_000)
     assert seams.quits == 1
     first = maildir_messages(tmp_path, "alice@example.com")
     assert 0 < len(first) < 300, "quit should have stopped the poll part-way"
