@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from postbridge.app.autostart import XdgAutostart
 from postbridge.app.controller import TrayApp
+from postbridge.app.gcguard import collect_on_gui_thread
 from postbridge.app.status import Notification
 from postbridge.app.worker import Timing
 from postbridge.engine.secrets import SecretStore
@@ -118,6 +120,14 @@ def add_user(dovecot: Dovecot, name: str, *, password: str = PASSWORD) -> None:
 
 
 AppFactory = Callable[..., TrayApp]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gc_on_gui_thread(qapp: QApplication) -> Iterator[None]:
+    """As in the app (main.make_application): cycles are only collected on the GUI thread."""
+    guard = collect_on_gui_thread(qapp)
+    yield
+    guard.remove()
 
 
 @pytest.fixture

@@ -56,10 +56,9 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="pb-gui-stall-"))
     _isolate(scratch / "home")
 
-    from PySide6.QtWidgets import QApplication
-
     from postbridge.app.autostart import XdgAutostart
     from postbridge.app.controller import TrayApp
+    from postbridge.app.main import make_application
     from postbridge.app.worker import Timing
     from tests.app.conftest import RecordingNotifier, add_user, user_mailbox, write_config
     from tests.app.stall import TARGET_MS, big_message, count_files, measure_poll
@@ -67,7 +66,7 @@ def main() -> int:
     from tests.servers.common import make_root, remove_tree
     from tests.servers.dovecot import Dovecot
 
-    qapp = QApplication(sys.argv[:1])
+    qapp = make_application()  # as the app runs: with its GUI-thread garbage collector
     places = ["tmpfs", "disk"] if args.where == "both" else [args.where]
     certs_root = make_root("pb-gui-stall-certs-")
     dovecot = Dovecot(certificates=make_certificates(certs_root))

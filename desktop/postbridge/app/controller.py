@@ -374,6 +374,9 @@ class TrayApp(QObject):
 
     @Slot()
     def _thread_finished(self) -> None:
+        # ``finished`` is emitted while the thread still winds down; wait (the interpreter
+        # lock released) until it has, so nothing can destroy a QThread mid-finish later.
+        self.worker_thread.wait(10_000)
         if self._quitting:
             self._quit_app()
 
@@ -547,6 +550,7 @@ class TrayApp(QObject):
         self._quitting = True
         self._hide_everything()
         if not self.worker_thread.isRunning():
+            self.worker_thread.wait(10_000)  # not started, or winding down after its run()
             return
         self.worker.stop()
         self.worker_thread.quit()

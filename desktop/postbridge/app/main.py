@@ -32,6 +32,7 @@ from PySide6.QtWidgets import QApplication
 from postbridge.app.appusermodel import set_app_user_model_id
 from postbridge.app.autostart import APP_ID
 from postbridge.app.controller import TrayApp
+from postbridge.app.gcguard import collect_on_gui_thread
 from postbridge.app.icons import Icons
 from postbridge.app.single_instance import HIDDEN, SHOW, SingleInstance, notify_running
 from postbridge.app.status import APP_TITLE
@@ -78,6 +79,7 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationDisplayName(APP_TITLE)
     app.setDesktopFileName(APP_ID)
     app.setQuitOnLastWindowClosed(False)  # a tray app lives on with every window closed
+    collect_on_gui_thread(app)  # cycles holding Qt objects must not be freed on the worker
     return app
 
 
