@@ -1,8 +1,10 @@
 """Crash safety and memory: the promises a user cannot check for themselves.
 
 * Killed with SIGKILL at any moment, ``postbridge poll --once`` loses nothing and
-  delivers nothing twice: after 30 random kills and one clean run, every message is
-  in the office Maildir exactly once and the ISP mailbox is empty.
+  delivers nothing twice: after 30 random kills that land mid-run (timed ones, and ones
+  a random number of copies into the run; the ISP mailbox is refilled as it empties) and
+  one clean run, every message is in the office Maildir exactly once and the ISP
+  mailbox is empty.
 * A 50 MB message passes through without the process growing by 50 MB.
 """
 
@@ -75,26 +77,61 @@ def delivered_ids(maildir: Path) -> collections.Counter[str]:
     return counts
 
 
+def count_files(folder: Path) -> int:
+    try:
+        return len(os.listdir(folder))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_copies(proc: subprocess.Popen[bytes], folder: Path, wanted: int) -> None:
+    """Until ``folder`` holds ``wanted`` files, the process has ended, or 30 s have passed."""
+    deadline = time.monotonic() + 30
+    while count_files(folder) < wanted and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
     dovecot.add_user("alice", PASSWORD)
-    dovecot.add_messages("alice", [message(i) for i in range(MESSAGES)])
+    sent = 0
+
+    def refill() -> None:
+        nonlocal sent
+        dovecot.add_messages("alice", [message(i) for i in range(sent, sent + MESSAGES)])
+        sent += MESSAGES
+
+    refill()
     SecretStore().set("alice", PASSWORD)
     config = write_config(tmp_path, dovecot, delete_batch=40)
     seed = int(os.environ.get("PB_CRASH_SEED", time.time()))
     rng = random.Random(seed)
+    new = tmp_path / "data" / "Mail" / "alice@example.com" / "new"
     killed_mid_run = 0
-    for _ in range(KILLS):
+    for _ in range(3 * KILLS):
+        if killed_mid_run >= KILLS:
+            break
+        if dovecot.count("alice") < MESSAGES // 4:
+            refill()  # a kill in a run with nothing left to do would test nothing
+        before = count_files(new)
         proc = subprocess.Popen(
             poll_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        # Imports take ~0.3 s, a whole run of 200 messages about a second: kill anywhere in it.
-        time.sleep(rng.uniform(0.05, 1.2))
+        # A run of 200 messages takes well under a second once started, so a clock alone
+        # would mostly kill finished runs. Every third kill is timed (start-up, login,
+        # listing); the others wait for some copies to land, then kill within a few
+        # milliseconds: between copies, batches, the ledger's commits and the DELEs.
+        if rng.random() < 1 / 3:
+            time.sleep(rng.uniform(0.02, 0.5))
+        else:
+            wait_for_copies(proc, new, before + rng.randint(1, 60))
+            time.sleep(rng.uniform(0, 0.02))
         if proc.poll() is None:
             killed_mid_run += 1
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+    assert killed_mid_run >= KILLS, f"only {killed_mid_run} kills landed mid-run (seed {seed})"
     # Dovecot notices the dropped connection and unlocks the mailbox within moments.
     for _attempt in range(5):
         final = subprocess.run(poll_command(config), capture_output=True, text=True, timeout=120)
@@ -103,14 +140,13 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         time.sleep(1)
     assert final.returncode == 0, (seed, final.stdout, final.stderr)
     counts = delivered_ids(tmp_path / "data" / "Mail" / "alice@example.com")
-    expected = {f"<crash-{i}@outside.example>" for i in range(MESSAGES)}
+    expected = {f"<crash-{i}@outside.example>" for i in range(sent)}
     missing = expected - set(counts)
     twice = {mid: n for mid, n in counts.items() if n > 1}
     assert not missing, f"lost {len(missing)} messages (seed {seed})"
     assert not twice, f"delivered twice: {twice} (seed {seed})"
     assert set(counts) == expected
     assert dovecot.count("alice") == 0
-    assert killed_mid_run >= KILLS // 3, f"only {killed_mid_run} kills landed mid-run (seed {seed})"
 
 
 def test_50_mb_message_keeps_memory_flat(dovecot: Dovecot, tmp_path: Path) -> None:
