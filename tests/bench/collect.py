@@ -194,6 +194,9 @@ class Bench:
         isp = tools.Isp("localhost", port, user, PASSWORD, self.dovecot.ca_file)
         office = tools.Office(self.office.host, self.office.smtp_port, RECIPIENT)
         work = make_root("pb-bench-run-")
+        # Every tool starts on a quiet disk: what the runs before wrote (and the mailbox just
+        # filled) is written back now, not while the next tool's fsyncs wait behind it.
+        os.sync()
         try:
             if tool == "ceiling":
                 result = tools.run_ceiling(isp)

@@ -179,17 +179,23 @@ def test_folder_name_lowercases():
     assert folder_name("Bob.Smith@Example.COM") == "bob.smith@example.com"
 
 
-def spy_on_disk_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """From now on, record each fsync (of a file or a folder) and each rename, in order."""
+def spy_on_disk_steps(monkeypatch: pytest.MonkeyPatch, *, inodes: bool = False) -> list[str]:
+    """From now on, record each fsync (of a file or a folder) and each rename, in order.
+
+    With ``inodes``, a file's fsync and its rename carry the file's inode number
+    ("fsync-file 1234", "replace 1234"), so steps of one file can be paired.
+    """
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def spy_fsync(fd: int) -> None:
-        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        info = os.fstat(fd)
+        step = "fsync-dir" if stat.S_ISDIR(info.st_mode) else "fsync-file"
+        events.append(f"{step} {info.st_ino}" if inodes and step == "fsync-file" else step)
         real_fsync(fd)
 
     def spy_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        events.append("replace")
+        events.append(f"replace {os.stat(src).st_ino}" if inodes else "replace")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "fsync", spy_fsync)
@@ -313,13 +319,19 @@ async def test_a_batch_fsyncs_each_file_before_its_rename_and_each_folder_once(
     target = MaildirTarget(root=tmp_path / "Mail")
     await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
     await target.deliver(make_job(tmp_path, "amy@example.com", key="1764440000.pb1_a"))
-    events = spy_on_disk_steps(monkeypatch)
+    events = spy_on_disk_steps(monkeypatch, inodes=True)
     jobs = [make_job(tmp_path, "bob@example.com", key=f"1764440001.pb{n}_x") for n in range(10, 14)]
     jobs.append(make_job(tmp_path, "amy@example.com", key="1764440001.pb20_x"))
     results = await target.deliver_many(jobs)
     assert [r.status for res in results for r in res.values()] == ["accepted"] * 5
-    # Fsynced side by side, each before any rename: new/ never holds a file not on disk.
-    assert events[:10] == ["fsync-file"] * 5 + ["replace"] * 5
+    # Each file is fsynced before its own rename (the pool's threads work side by side):
+    # new/ never holds a file not on disk. Then each folder once, after all its renames.
+    files_synced = [e.split()[1] for e in events if e.startswith("fsync-file")]
+    renamed = [e.split()[1] for e in events if e.startswith("replace")]
+    assert len(set(files_synced)) == 5 and sorted(renamed) == sorted(files_synced)
+    for inode in renamed:
+        assert events.index(f"fsync-file {inode}") < events.index(f"replace {inode}")
+    assert all(not e.startswith("fsync-dir") for e in events[:10])
     if os.name != "nt":
         assert events[10:] == ["fsync-dir", "fsync-dir"]
     assert len(files(tmp_path / "Mail" / "bob@example.com" / "new")) == 5

@@ -180,9 +180,34 @@ class _DeliveredIndex:
         self.additions += 1
 
 
+# os.open flags for a copy in tmp/: binary on Windows, not inherited by child processes.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | os.O_CLOEXEC
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _sync_and_close(copy: _Copy) -> OSError | None:
-    """fsync and close a written copy; the error instead of raising it (pool threads)."""
+    """Make a copy durable in ``tmp/``; the error instead of raising it (pool threads).
+
+    A copy of a message held in memory is written here too, in one ``os.write``:
+    each call that waits on the disk lets go of the interpreter lock and must win
+    it back from the event loop's thread, so a copy costs as few calls as can be
+    (open, write, fsync, close), and eight copies wait for it side by side.
+    """
     try:
+        if copy.data is not None:
+            fd = os.open(copy.tmp, _CREATE, 0o666)
+            try:
+                _write_all(fd, copy.data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return None
+        assert copy.out is not None
         try:
             os.fsync(copy.out.fileno())
         finally:
@@ -194,14 +219,16 @@ def _sync_and_close(copy: _Copy) -> OSError | None:
 
 @dataclass
 class _Copy:
-    """One recipient's copy of a job, written in ``tmp/`` and still open."""
+    """One recipient's copy of a job: written in ``tmp/`` and still open (``out``),
+    or still to be written there from memory (``data``, already in LF form)."""
 
     index: int
     recipient: str
     folder: Path
     tmp: Path
-    out: BinaryIO
     name: str
+    out: BinaryIO | None = None
+    data: bytes | None = None
 
 
 class MaildirTarget(DeliveryTarget):
@@ -264,7 +291,11 @@ class MaildirTarget(DeliveryTarget):
         ]
 
     def _write_copy(self, index: int, job: DeliveryJob, recipient: str) -> _Copy | RecipientResult:
-        """Write one copy into ``tmp/`` (flushed, not yet fsynced), or say why not."""
+        """Write one copy into ``tmp/`` (flushed, not yet fsynced), or say why not.
+
+        A copy of a message held in memory is only prepared here (converted to
+        LF); :func:`_sync_and_close` writes it, in the fsync pool.
+        """
         try:
             folder = self.root / folder_name(recipient)
         except ValueError as why:
@@ -284,6 +315,14 @@ class MaildirTarget(DeliveryTarget):
             self._ensure_folder(folder)
         except OSError as error:
             return self._storage_failure(recipient, folder, error)
+        # A deterministic tmp name: a leftover of a crashed attempt is simply
+        # overwritten by the retry instead of piling up.
+        tmp = folder / "tmp" / f"{job.key}.{self._host}"
+        if job.data is not None:  # small: converted here, written by the fsync pool
+            data = b"".join((job.prepend, memoryview(job.data)[job.skip :]))
+            data = data.replace(b"\r\n", b"\n")
+            name = f"{job.key}.{self._host},S={len(data)}"
+            return _Copy(index, recipient, folder, tmp, name, data=data)
         try:
             source = job.open()
         except OSError as error:
@@ -293,9 +332,6 @@ class MaildirTarget(DeliveryTarget):
                 f"Could not read the spooled message {job.where}: {_os_error_words(error)}. "
                 "It will be tried again.",
             )
-        # A deterministic tmp name: a leftover of a crashed attempt is simply
-        # overwritten by the retry instead of piling up.
-        tmp = folder / "tmp" / f"{job.key}.{self._host}"
         try:
             with source:
                 source.seek(job.skip)
@@ -315,7 +351,7 @@ class MaildirTarget(DeliveryTarget):
             with self._lock:
                 self._ready.discard(folder)
             return self._storage_failure(recipient, folder, error)
-        return _Copy(index, recipient, folder, tmp, out, f"{job.key}.{self._host},S={size}")
+        return _Copy(index, recipient, folder, tmp, f"{job.key}.{self._host},S={size}", out=out)
 
     def _complete(
         self,
@@ -323,45 +359,60 @@ class MaildirTarget(DeliveryTarget):
         jobs: list[DeliveryJob],
         results: list[dict[str, RecipientResult]],
     ) -> None:
-        """fsync each written copy, rename it into ``new/``, then fsync each ``new/`` once."""
-        renamed: dict[Path, list[_Copy]] = {}
+        """Make each copy durable and rename it into ``new/``, then fsync each ``new/`` once."""
         if len(copies) > 1:
-            synced = list(self._fsync_pool().map(_sync_and_close, copies))
+            # A slice of the batch per pool thread, not a task per copy: every hand-over
+            # between threads also waits for the interpreter lock.
+            n = min(_FSYNC_THREADS, len(copies))
+            slices = [copies[i::n] for i in range(n)]
+            done = [pair for part in self._fsync_pool().map(self._finish, slices) for pair in part]
         else:
-            synced = [_sync_and_close(copy) for copy in copies]
-        for copy, failed in zip(copies, synced, strict=True):
-            try:
-                if failed is not None:
-                    raise failed
-                os.replace(copy.tmp, copy.folder / "new" / copy.name)
-            except OSError as error:
-                with contextlib.suppress(OSError):
-                    copy.tmp.unlink(missing_ok=True)
-                with self._lock:
-                    self._ready.discard(copy.folder)
+            done = self._finish(copies)
+        renamed: dict[Path, list[_Copy]] = {}
+        for copy, error in done:
+            if error is not None:
                 results[copy.index][copy.recipient] = self._storage_failure(
                     copy.recipient, copy.folder, error
                 )
-                continue
-            with self._lock:
-                # Recorded before the directory fsync: should that fail, the retry
-                # must find the file rather than write a second one.
-                self._index(copy.folder).add(copy.name)
-            renamed.setdefault(copy.folder, []).append(copy)
-        for folder, done in renamed.items():
+            else:
+                renamed.setdefault(copy.folder, []).append(copy)
+        for folder, moved in renamed.items():
             try:
                 _fsync_dir(folder / "new")
             except OSError as error:
-                failure = self._storage_failure(done[0].recipient, folder, error)
-                for copy in done:
+                failure = self._storage_failure(moved[0].recipient, folder, error)
+                for copy in moved:
                     results[copy.index][copy.recipient] = RecipientResult(
                         copy.recipient, "temporary", failure.reason
                     )
                 continue
-            for copy in done:
+            for copy in moved:
                 results[copy.index][copy.recipient] = RecipientResult(
                     copy.recipient, "accepted", f"Saved in the Maildir folder {folder}."
                 )
+
+    def _finish(self, copies: list[_Copy]) -> list[tuple[_Copy, OSError | None]]:
+        """Each copy made durable in ``tmp/``, then renamed into ``new/`` (pool threads)."""
+        done: list[tuple[_Copy, OSError | None]] = []
+        for copy in copies:
+            error = _sync_and_close(copy)
+            if error is None:
+                try:
+                    os.replace(copy.tmp, copy.folder / "new" / copy.name)
+                except OSError as failed:
+                    error = failed
+            if error is None:
+                with self._lock:
+                    # Recorded before the directory fsync: should that fail, the retry
+                    # must find the file rather than write a second one.
+                    self._index(copy.folder).add(copy.name)
+            else:
+                with contextlib.suppress(OSError):
+                    copy.tmp.unlink(missing_ok=True)
+                with self._lock:
+                    self._ready.discard(copy.folder)
+            done.append((copy, error))
+        return done
 
     def _fsync_pool(self) -> ThreadPoolExecutor:
         # fsyncs issued together share the file system's journal commits: on a
