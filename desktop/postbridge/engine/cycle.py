@@ -402,7 +402,21 @@ class Collector:
             raise Cancelled("Collection was stopped; the rest of the mail stays at the ISP.")
 
     async def _collect(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
-        password = self.secrets.require(mailbox.secret_account)
+        # The system's trust store loads in a thread (20-50 ms, without the interpreter
+        # lock) while the keyring is asked for the password; the session finds it cached.
+        # (Asking the keyring in a thread too was slower: its imports need the lock.)
+        loop = asyncio.get_running_loop()
+        trust: asyncio.Future[object] = loop.create_future()
+        if mailbox.security == "none":
+            trust.set_result(None)
+        else:  # submitted now: a task would only start once require() has returned
+            trust = loop.run_in_executor(None, make_ssl_context, mailbox.ca_file)
+        try:
+            password = self.secrets.require(mailbox.secret_account)
+        except BaseException:
+            await asyncio.gather(trust, return_exceptions=True)  # its error says less
+            raise
+        await trust
         # Bounded: each session handles up to delete_batch new messages.
         for _session in range(10_000):
             self._check_stop()
