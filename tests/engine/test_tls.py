@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from postbridge.engine import cycle
+from postbridge.engine.config import MailboxConfig
+from postbridge.engine.cycle import Collector
 from postbridge.engine.errors import TLSError
 from postbridge.engine.tls import client_context
 
@@ -28,3 +31,24 @@ def test_unreadable_ca_file_is_a_tls_error_in_words(tmp_path: Path) -> None:
     bad.write_text("hello")
     with pytest.raises(TLSError, match=r"CA file .*not-a-cert.pem chosen for the office"):
         client_context(bad, used_for="the office server")
+
+
+def test_only_a_mailbox_with_tls_reads_the_trust_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[Path | None] = []
+
+    def counting(ca_file: Path | None) -> ssl.SSLContext:
+        read.append(ca_file)
+        return ssl.create_default_context()
+
+    monkeypatch.setattr(cycle, "make_ssl_context", counting)
+    for security in ("none", "starttls", "tls"):
+        box = MailboxConfig(
+            name=security,
+            kind="user",
+            host="pop.example",
+            port=110,
+            security=security,
+            username="u",
+        )
+        Collector.pop3_for(box)
+    assert read == [None, None]  # starttls and tls; the plaintext mailbox costs nothing

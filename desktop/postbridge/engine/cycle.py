@@ -253,7 +253,8 @@ class Collector:
             host=mailbox.host,
             port=mailbox.port,
             security=mailbox.security,
-            ssl_context=make_ssl_context(mailbox.ca_file),
+            # A plaintext mailbox needs no trust store (reading it costs 20-50 ms).
+            ssl_context=None if mailbox.security == "none" else make_ssl_context(mailbox.ca_file),
             timeout=mailbox.timeout,
             allow_plaintext_login=mailbox.allow_plaintext_login,
             label=mailbox.name,
