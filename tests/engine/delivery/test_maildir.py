@@ -355,3 +355,36 @@ async def test_a_batch_reports_each_copy_on_its_own(
     assert results[1]["bad/name@example.com"].status == "permanent"
     assert results[2]["bob@example.com"].status == "accepted"
     assert len(files(tmp_path / "Mail" / "bob@example.com" / "new")) == 2
+
+
+async def test_a_copy_from_memory_that_cannot_be_written_is_temporary_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = MaildirTarget(root=tmp_path / "Mail")
+    await target.check()
+    jobs = [
+        DeliveryJob(
+            key=f"1764440002.pb{n}_m",
+            path=None,
+            data=b"Subject: %d\r\n\r\nbody\r\n" % n,
+            sender="a@isp.example",
+            recipients=("bob@example.com",),
+        )
+        for n in range(3)
+    ]
+    real_write = os.write
+
+    def full_for_the_second(fd: int, data: bytes) -> int:
+        if b"Subject: 1\n" in bytes(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_for_the_second)
+    results = await target.deliver_many(jobs)
+    statuses = [r["bob@example.com"].status for r in results]
+    assert statuses == ["accepted", "temporary", "accepted"]
+    assert "the disk is full" in results[1]["bob@example.com"].reason
+    folder = tmp_path / "Mail" / "bob@example.com"
+    assert files(folder / "tmp") == []
+    saved = sorted(p.read_bytes() for p in files(folder / "new"))
+    assert saved == [b"Subject: 0\n\nbody\n", b"Subject: 2\n\nbody\n"]
