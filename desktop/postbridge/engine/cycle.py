@@ -434,7 +434,9 @@ class Collector:
         committed = False
         try:
             await client.connect()
-            await client.login(mailbox.username, password, method=mailbox.auth)
+            sizes, uidls = await client.login_and_list(
+                mailbox.username, password, method=mailbox.auth
+            )
             caps = client.capabilities
             if caps.expire == "0" and mailbox.leave_on_server_days > 0:
                 self.emit(
@@ -445,8 +447,6 @@ class Collector:
                         "for this mailbox.",
                     )
                 )
-            sizes = await client.list_all()
-            uidls = await client.uidl_all()
             session = _Session(mailbox, summary, ids={}, deletable=[])
             if uidls is None:
                 more = await self._session_without_uidl(client, session, sizes)
@@ -456,11 +456,10 @@ class Collector:
                 to_delete = sorted(set(session.deletable))
                 ids = [session.ids[n] for n in to_delete]
                 self.ledger.mark_server(ids, DELETING)
-                await client.dele_many(to_delete)
-                committed = await client.quit()
-                if committed:
-                    self.ledger.mark_server(ids, REMOVED)
-                    summary.removed += len(ids)
+                await client.delete_and_quit(to_delete)
+                committed = True
+                self.ledger.mark_server(ids, REMOVED)
+                summary.removed += len(ids)
             else:
                 committed = await client.quit()
             # A login delay makes reconnecting costly: then take everything in one session.

@@ -100,11 +100,9 @@ class Pop3Client:
     Typical use::
 
         async with Pop3Client(host=..., port=995, security="tls", label="office") as pop:
-            await pop.login(user, password)
-            sizes = await pop.list_all()
+            sizes, uids = await pop.login_and_list(user, password)
             await pop.retr_many(sizes, open_sink=..., on_complete=...)
-            await pop.dele_many(done)
-            await pop.quit()        # only a confirmed QUIT commits the deletions
+            await pop.delete_and_quit(done)  # only a confirmed QUIT commits them
 
     Failures are :class:`PostbridgeError` subclasses whose text names the server
     and mailbox in plain words; the server's own words are in ``detail``.
@@ -268,6 +266,39 @@ class Pop3Client:
         ``[LOGIN-DELAY]`` raise :class:`MailboxBusy`, ``[SYS/TEMP]``
         :class:`ServerTemporaryError`, ``[SYS/PERM]`` :class:`ServerPermanentError`.
         """
+        await self._authenticate(username, password, method)
+        if self._capa_supported:
+            # RFC 2449 §6.5/§6.7: EXPIRE and LOGIN-DELAY may be per user
+            # ("USER" argument) and are exact only after login.
+            async with self._conn.guard():
+                status, body = await self._conn.multi(b"CAPA")
+            self._capabilities_after_login(status, body)
+
+    async def login_and_list(
+        self, username: str, password: str, *, method: LoginMethod = "auto"
+    ) -> tuple[dict[int, int], dict[int, str] | None]:
+        """:meth:`login`, then :meth:`list_all` and :meth:`uidl_all`.
+
+        With PIPELINING the capabilities after login, LIST and UIDL are asked in
+        one round trip instead of three: at an ISP 50 ms away that is 0.1 s off
+        every session.
+        """
+        if not self.capabilities.pipelining:
+            await self.login(username, password, method=method)
+            return await self.list_all(), await self.uidl_all()
+        await self._authenticate(username, password, method)
+        conn = self._conn
+        async with conn.guard():
+            capa = self._capa_supported
+            await conn.send(*([b"CAPA"] if capa else []), b"LIST", b"UIDL")
+            if capa:
+                self._capabilities_after_login(*await conn.read_multi(b"CAPA"))
+            listed = await conn.read_multi(b"LIST")
+            uids = await conn.read_multi(b"UIDL")
+            conn.in_sync = True
+        return self._sizes(*listed), self._uids(*uids)
+
+    async def _authenticate(self, username: str, password: str, method: LoginMethod) -> None:
         self._conn.require_writer()
         chosen = self.choose_login_method(method)
         async with self._conn.guard():
@@ -279,13 +310,11 @@ class Pop3Client:
                 apop_timestamp=self.apop_timestamp,
             )
             self._authenticated = True
-            if self._capa_supported:
-                # RFC 2449 §6.5/§6.7: EXPIRE and LOGIN-DELAY may be per user
-                # ("USER" argument) and are exact only after login.
-                before = self.capabilities
-                await self._refresh_capabilities()
-                if not self._capa_supported:
-                    self._capa_supported, self.capabilities = True, before
+
+    def _capabilities_after_login(self, status: Status, body: bytes | None) -> None:
+        # A server that answered CAPA before login but not after keeps what it said then.
+        if status.ok and body is not None:
+            self.capabilities = parse_capa(body)
 
     # ------------------------------------------------------------ commands
 
@@ -307,6 +336,9 @@ class Pop3Client:
         """{message number: size in octets} for every message not marked deleted."""
         async with self._conn.guard():
             status, body = await self._conn.multi(b"LIST")
+        return self._sizes(status, body)
+
+    def _sizes(self, status: Status, body: bytes | None) -> dict[int, int]:
         self._check(status, "LIST")
         try:
             return parse_list_body(body or b"")
@@ -317,6 +349,9 @@ class Pop3Client:
         """{message number: unique id}, or None if the server has no UIDL (it is optional)."""
         async with self._conn.guard():
             status, body = await self._conn.multi(b"UIDL")
+        return self._uids(status, body)
+
+    def _uids(self, status: Status, body: bytes | None) -> dict[int, str] | None:
         if not status.ok:
             if status.code:
                 # [SYS/TEMP], [IN-USE]...: a real problem, not a missing command.
@@ -464,23 +499,44 @@ class Pop3Client:
         number left out of the result; the others are still marked. Nothing is
         deleted until :meth:`quit` returns True.
         """
+        return await self._dele(list(msgnums), window=window, then_quit=False)
+
+    async def delete_and_quit(
+        self, msgnums: Iterable[int], *, window: int = DEFAULT_DELE_WINDOW
+    ) -> list[int]:
+        """:meth:`dele_many`, then :meth:`quit`; the numbers the server accepted.
+
+        With PIPELINING the QUIT goes out with the last DELEs, one round trip
+        fewer. Returning at all means the server confirmed the QUIT, so the
+        accepted deletions are committed; the failures are those of :meth:`quit`.
+        """
+        numbers = list(msgnums)
+        if not self.capabilities.pipelining or not numbers:
+            accepted = await self._dele(numbers, window=window, then_quit=False)
+            await self._quit_confirmed(await self.quit())
+            return accepted
+        return await self._dele(numbers, window=window, then_quit=True)
+
+    async def _dele(self, numbers: list[int], *, window: int, then_quit: bool) -> list[int]:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         conn = self._conn
         depth = window if self.capabilities.pipelining else 1
-        todo = iter(msgnums)
         accepted: list[int] = []
         async with conn.guard():
-            # Bounded by the finite ``msgnums``; each batch is one write.
-            while batch := list(itertools.islice(todo, depth)):
-                await conn.send(*[b"DELE " + _msgnum(n) for n in batch])
+            # Bounded by the finite ``numbers``; each batch is one write.
+            for start in range(0, len(numbers), depth):
+                batch = numbers[start : start + depth]
+                quitting = then_quit and start + depth >= len(numbers)
+                commands = [b"DELE " + _msgnum(n) for n in batch]
+                await conn.send(*commands, *([b"QUIT"] if quitting else []))
                 for msgnum in batch:
                     status = await conn.read_status()
                     if status.ok:
                         accepted.append(msgnum)
                     elif status.has_code("SYS") or status.has_code("IN-USE"):
                         # RFC 3206: the session itself is in trouble, not this message.
-                        conn.in_sync = msgnum == batch[-1]
+                        conn.in_sync = msgnum == batch[-1] and not quitting
                         self._check(status, "DELE")
                     else:
                         logger.warning(
@@ -490,7 +546,9 @@ class Pop3Client:
                             msgnum,
                             status.describe(),
                         )
-                conn.in_sync = True
+                conn.in_sync = not quitting  # else the QUIT's reply is still to come
+        if then_quit:
+            await self._quit_confirmed(await self._quit_reply(read_only=True))
         return accepted
 
     async def quit(self) -> bool:
@@ -504,9 +562,17 @@ class Pop3Client:
         """
         if not self._conn.is_open:
             return False
+        return await self._quit_reply(read_only=False)
+
+    async def _quit_reply(self, *, read_only: bool) -> bool:
+        """Send QUIT (unless it already went out) and judge its reply; always closes."""
         try:
             async with self._conn.guard():
-                status = await self._conn.simple(b"QUIT")
+                if read_only:
+                    status = await self._conn.read_status()
+                    self._conn.in_sync = True
+                else:
+                    status = await self._conn.simple(b"QUIT")
         except NetworkError as error:
             raise NetworkError(
                 f"{self.host} did not confirm the end of the session of {self.label} "
@@ -523,6 +589,13 @@ class Pop3Client:
                 detail=status.describe(),
             )
         return True
+
+    async def _quit_confirmed(self, confirmed: bool) -> None:
+        if not confirmed:  # the connection was gone before QUIT: nothing was committed
+            raise NetworkError(
+                f"The connection to {self.host} for {self.label} was closed before the end "
+                "of the session; messages marked for deletion stay on the server"
+            )
 
     async def close(self) -> None:
         """Drop the connection without QUIT: deletions of this session are NOT committed."""

@@ -333,9 +333,16 @@ class Pop3Connection:
     async def multi(self, command: bytes) -> tuple[Status, bytes | None]:
         """A multi-line command whose reply is small enough to keep in memory."""
         await self.send(command)
+        reply = await self.read_multi(command)
+        self.in_sync = True
+        return reply
+
+    async def read_multi(self, command: bytes) -> tuple[Status, bytes | None]:
+        """The reply to a multi-line ``command`` already sent: its status, and its body
+        when the status is +OK (bounded, kept in memory). Leaves ``in_sync`` alone: a
+        pipelined batch is in sync only after its last reply."""
         status = await self.read_status()
         if not status.ok:
-            self.in_sync = True
             return status, None
         parts: list[bytes] = []
         size = 0
@@ -352,7 +359,6 @@ class Pop3Connection:
             parts.append(data)
 
         await self.read_body(collect)
-        self.in_sync = True
         return status, b"".join(parts)
 
     # ------------------------------------------------------------ failures
