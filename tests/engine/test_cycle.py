@@ -12,6 +12,7 @@ import asyncio
 import email
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -23,7 +24,7 @@ from postbridge.engine.events import Event, MessageDelivered, Notice
 from postbridge.engine.ledger import DELIVERED, QUARANTINED, SPOOLED
 from postbridge.engine.secrets import SecretStore
 from postbridge.engine.spool import BUFFER_LIMIT
-from tests.fakes.pop3 import FakePop3Server
+from tests.fakes.pop3 import FakePop3Server, FakePop3Session
 
 PASSWORD = "secret"
 
@@ -270,6 +271,102 @@ async def test_delete_batches_commit_with_quit(tmp_path: Path, secrets: SecretSt
         assert result.ok
         assert [len(batch) for batch in srv.committed] == [3, 3, 1]
         assert srv.remaining == []
+
+
+class Timeline(FakePop3Session):
+    """Records when each connection opened, logged in and quit, in one shared list."""
+
+    events: ClassVar[list[tuple[str, int]]] = []
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.number = sum(1 for event, _ in Timeline.events if event == "open")
+        Timeline.events.append(("open", self.number))
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            Timeline.events.append(("closed", self.number))
+
+    async def dispatch(self, line: str) -> None:
+        verb = line.partition(" ")[0].upper()
+        if verb in ("APOP", "AUTH", "USER"):
+            Timeline.events.append(("login", self.number))
+        elif verb == "QUIT":
+            Timeline.events.append(("quit", self.number))
+        await super().dispatch(line)
+
+
+class SlowTarget(DeliveryTarget):
+    """Accepts everything, a little slowly: the end of a session takes a while."""
+
+    description = "slow"
+
+    async def deliver(self, job: DeliveryJob) -> dict[str, RecipientResult]:
+        await asyncio.sleep(0.05)
+        return {r: RecipientResult(r, "accepted", "ok") for r in job.recipients}
+
+    async def check(self) -> str:
+        return "ok"
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_next_session_connects_ahead_and_logs_in_after_the_quit(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    Timeline.events = []
+    messages = [make_message(i) for i in range(1, 8)]
+    async with FakePop3Server(
+        messages, username="alice", password=PASSWORD, session_class=Timeline
+    ) as srv:
+        config = write_config(tmp_path, srv.port, delete_batch=3)
+        collector = Collector(config, secrets=secrets, target=SlowTarget())
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert result.ok, result.summaries
+        assert srv.remaining == []
+        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    events = Timeline.events
+    assert [n for event, n in events if event == "open"] == [0, 1, 2]
+    for n in (1, 2):
+        # Opened while the session before was still delivering, before its QUIT...
+        assert events.index(("open", n)) < events.index(("quit", n - 1))
+        # ...but logged in only after that QUIT: the maildrop is never open twice.
+        assert events.index(("login", n)) > events.index(("quit", n - 1))
+
+
+async def test_a_connection_opened_ahead_is_closed_when_the_cycle_stops_there(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    Timeline.events = []
+    async with FakePop3Server(
+        [make_message(i) for i in range(1, 8)],
+        username="alice",
+        password=PASSWORD,
+        session_class=Timeline,
+    ) as srv:
+        srv.quit_error = True  # the first session cannot commit its deletions
+        config = write_config(tmp_path, srv.port, delete_batch=3)
+        collector = Collector(config, secrets=secrets, target=SlowTarget())
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert not result.ok
+        assert "did not confirm the end of the session" in (result.summaries[0].error or "")
+        assert len(srv.remaining) == 7  # nothing deleted, all delivered (the ledger knows)
+        # The second connection was opened ahead, then closed without logging in.
+        for _ in range(200):  # bounded: the fake sees the close within moments
+            if ("closed", 1) in Timeline.events:
+                break
+            await asyncio.sleep(0.01)
+        assert ("open", 1) in Timeline.events and ("closed", 1) in Timeline.events
+        assert ("login", 1) not in Timeline.events
 
 
 class FlakyTarget(DeliveryTarget):

@@ -40,7 +40,7 @@ import logging
 import secrets as pysecrets
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,15 @@ def _take_over(arrivals: list[_Arrival]) -> None:
         arrival.sha256 = writer.sha256
 
 
+async def _close_ahead(ahead: asyncio.Task[Pop3Client]) -> None:
+    """A connection opened ahead for a session that will not run: closed, errors ignored."""
+    if not ahead.done():
+        ahead.cancel()
+    (outcome,) = await asyncio.gather(ahead, return_exceptions=True)
+    if isinstance(outcome, Pop3Client):
+        await outcome.close()
+
+
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
@@ -213,6 +222,8 @@ class _Session:
     summary: MailboxSummary
     ids: dict[int, int]  # message number -> ledger id
     deletable: list[int]  # message numbers safe to DELE
+    # Called once the downloads of a session that another will follow are done.
+    connect_ahead: Callable[[], None] | None = None
 
 
 class Collector:
@@ -418,22 +429,56 @@ class Collector:
             await asyncio.gather(trust, return_exceptions=True)  # its error says less
             raise
         await trust
-        # Bounded: each session handles up to delete_batch new messages.
-        for _session in range(10_000):
-            self._check_stop()
-            more = await self._session(mailbox, summary, password)
-            if not more:
-                return
+        # The next session's connection (TCP, TLS, greeting, capabilities: four round
+        # trips) opens while this one delivers its last messages and QUITs. It does not
+        # log in before then, so the maildrop is never open twice.
+        ahead: asyncio.Task[Pop3Client] | None = None
+
+        def connect_ahead() -> None:
+            nonlocal ahead
+            if ahead is None:
+                ahead = asyncio.ensure_future(self._connected(mailbox))
+
+        try:
+            # Bounded: each session handles up to delete_batch new messages.
+            for _session in range(10_000):
+                self._check_stop()
+                connected, ahead = ahead, None
+                more = await self._session(mailbox, summary, password, connected, connect_ahead)
+                if not more:
+                    return
+        finally:
+            if ahead is not None:
+                await _close_ahead(ahead)
         raise ProtocolError(f"{mailbox.host} kept offering new messages; stopping for now.")
 
-    async def _session(
-        self, mailbox: MailboxConfig, summary: MailboxSummary, password: str
-    ) -> bool:
-        """One POP3 session; returns True when new messages remain for another session."""
+    async def _connected(self, mailbox: MailboxConfig) -> Pop3Client:
         client = self._pop3_factory(mailbox)
+        await client.connect()
+        return client
+
+    async def _session(
+        self,
+        mailbox: MailboxConfig,
+        summary: MailboxSummary,
+        password: str,
+        connected: Awaitable[Pop3Client] | None = None,
+        connect_ahead: Callable[[], None] | None = None,
+    ) -> bool:
+        """One POP3 session; returns True when new messages remain for another session.
+
+        ``connected``: the session's client, connected ahead (its connect error, if
+        any, is this session's); ``connect_ahead`` is called when another session will
+        follow this one and its downloads are done.
+        """
+        if connected is not None:
+            client = await connected
+        else:
+            client = self._pop3_factory(mailbox)
         committed = False
         try:
-            await client.connect()
+            if connected is None:
+                await client.connect()
             sizes, uidls = await client.login_and_list(
                 mailbox.username, password, method=mailbox.auth
             )
@@ -447,7 +492,15 @@ class Collector:
                         "for this mailbox.",
                     )
                 )
-            session = _Session(mailbox, summary, ids={}, deletable=[])
+            # A login delay makes reconnecting costly: then take everything in one session.
+            another = not (caps.login_delay or 0) > 0
+            session = _Session(
+                mailbox,
+                summary,
+                ids={},
+                deletable=[],
+                connect_ahead=connect_ahead if another else None,
+            )
             if uidls is None:
                 more = await self._session_without_uidl(client, session, sizes)
             else:
@@ -462,8 +515,7 @@ class Collector:
                 summary.removed += len(ids)
             else:
                 committed = await client.quit()
-            # A login delay makes reconnecting costly: then take everything in one session.
-            return more and not (caps.login_delay or 0) > 0
+            return more and another
         finally:
             if not committed:
                 await client.close()
@@ -532,6 +584,8 @@ class Collector:
                 # Complete downloads are delivered even when the line dropped after them.
                 await pipeline.finish()
                 raise
+            if session.connect_ahead is not None and len(fetch) > len(batch):
+                session.connect_ahead()
             await pipeline.finish()
         finally:
             for writer in writers.values():

@@ -9,9 +9,11 @@ sent before the first reply came back.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from postbridge.engine.errors import NetworkError, ServerTemporaryError
+from postbridge.engine.errors import AuthError, NetworkError, ServerTemporaryError
 from tests.engine.pop3.conftest import ClientFactory
 from tests.fakes.pop3 import FakePop3Server, FakePop3Session
 
@@ -26,11 +28,26 @@ class ExpiresAfterLogin(FakePop3Session):
         await super().cmd_capa(arg)
 
 
+# (server options, reads after the greeting's CAPA with PIPELINING, without it)
+LOGINS: dict[str, tuple[dict[str, Any], list[int], list[int]]] = {
+    # AUTH PLAIN is one line: it leads the batch, one round trip for everything.
+    "plain": ({"apop": False}, [4], [1, 1, 1, 1]),
+    # APOP goes alone, then the rest together.
+    "apop": ({}, [1, 3], [1, 1, 1, 1]),
+    # USER and PASS in lock step: a password never follows a refused user name.
+    "user": ({"apop": False, "sasl": ()}, [1, 1, 3], [1, 1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("login", sorted(LOGINS))
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_login_and_list_gives_what_the_separate_calls_give(
-    make_client: ClientFactory, pipelining: bool
+    make_client: ClientFactory, pipelining: bool, login: str
 ) -> None:
-    server = FakePop3Server(MESSAGES, pipelining=pipelining, session_class=ExpiresAfterLogin)
+    options, with_pipelining, without = LOGINS[login]
+    server = FakePop3Server(
+        MESSAGES, pipelining=pipelining, session_class=ExpiresAfterLogin, **options
+    )
     async with server, make_client(server) as client:
         assert client.capabilities.expire is None
         before = len(server.command_batches)
@@ -40,11 +57,19 @@ async def test_login_and_list_gives_what_the_separate_calls_give(
         assert uids == {n: m.uid for n, m in enumerate(server.messages, 1)}
         assert client.capabilities.expire == "0"  # the capabilities after login
         await client.quit()
-    if pipelining:
-        # AUTH alone (the password is never pipelined), then CAPA + LIST + UIDL together.
-        assert after_login == [1, 3]
-    else:
-        assert after_login == [1, 1, 1, 1]
+    assert after_login == (with_pipelining if pipelining else without)
+
+
+async def test_a_wrong_password_in_a_pipelined_login_is_an_auth_error(
+    make_client: ClientFactory,
+) -> None:
+    server = FakePop3Server(MESSAGES, apop=False)
+    server.login_error = "[AUTH] Authentication failed."
+    async with server, make_client(server) as client:
+        with pytest.raises(AuthError, match="rejected the password for alice"):
+            await client.login_and_list("alice", "wrong")
+        assert not client.connected  # the replies behind it are not read: dropped
+    assert server.remaining == MESSAGES
 
 
 async def test_login_and_list_without_uidl_is_none(make_client: ClientFactory) -> None:

@@ -150,11 +150,39 @@ async def _login_apop(conn: Pop3Connection, username: str, password: str, timest
         raise _wrong_password(conn, username, status)
 
 
-async def _login_plain(conn: Pop3Connection, username: str, password: str) -> None:
+def _plain_token(username: str, password: str) -> bytes:
     # RFC 4616: authzid NUL authcid NUL passwd, with an empty authzid.
-    token = base64.b64encode(b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8"))
-    command = b"AUTH PLAIN " + token
-    if len(command) + len(CRLF) <= MAX_AUTH_LINE:
+    return base64.b64encode(b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8"))
+
+
+def plain_command(username: str, password: str) -> bytes | None:
+    """``AUTH PLAIN`` with its initial response (RFC 5034), or None when too long for one line."""
+    command = b"AUTH PLAIN " + _plain_token(username, password)
+    return command if len(command) + len(CRLF) <= MAX_AUTH_LINE else None
+
+
+async def plain_reply(conn: Pop3Connection, username: str) -> None:
+    """Read the answer to a :func:`plain_command` sent ahead of other pipelined commands.
+
+    Success leaves ``in_sync`` alone (the other replies are still to come); a
+    failure, or a challenge where PLAIN has none, raises with the connection
+    out of step, so it is dropped rather than read further.
+    """
+    line = await conn.readline()
+    if is_continuation(line):
+        raise AuthError(
+            f"{conn.host} asked for more than a password during the login of {username}",
+            detail=line.decode("utf-8", "replace"),
+        )
+    status = conn.parse_status(line)
+    if not status.ok:
+        raise _wrong_password(conn, username, status)
+
+
+async def _login_plain(conn: Pop3Connection, username: str, password: str) -> None:
+    token = _plain_token(username, password)
+    command = plain_command(username, password)
+    if command is not None:
         await conn.send(command)
     else:
         await conn.send(b"AUTH PLAIN")

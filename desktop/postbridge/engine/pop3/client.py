@@ -43,7 +43,7 @@ from postbridge.engine.errors import (
     TLSError,
 )
 from postbridge.engine.pop3 import auth
-from postbridge.engine.pop3.auth import LoginMethod
+from postbridge.engine.pop3.auth import LoginMethod, plain_command
 from postbridge.engine.pop3.connection import (
     READ_SIZE,
     OpenConnection,
@@ -286,11 +286,24 @@ class Pop3Client:
         if not self.capabilities.pipelining:
             await self.login(username, password, method=method)
             return await self.list_all(), await self.uidl_all()
-        await self._authenticate(username, password, method)
         conn = self._conn
+        conn.require_writer()
+        # AUTH PLAIN is one line: it can lead the batch (one round trip for all four).
+        # USER/PASS and APOP go first on their own: a password is never sent after a
+        # refused user name.
+        chosen = self.choose_login_method(method)
+        plain = plain_command(username, password) if chosen == "plain" else None
+        if plain is None:
+            await self._authenticate(username, password, method)
         async with conn.guard():
             capa = self._capa_supported
-            await conn.send(*([b"CAPA"] if capa else []), b"LIST", b"UIDL")
+            after = [*([b"CAPA"] if capa else []), b"LIST", b"UIDL"]
+            if plain is not None:
+                await conn.send(plain, *after, secret=True)
+                await auth.plain_reply(conn, username)
+                self._authenticated = True
+            else:
+                await conn.send(*after)
             if capa:
                 self._capabilities_after_login(*await conn.read_multi(b"CAPA"))
             listed = await conn.read_multi(b"LIST")
