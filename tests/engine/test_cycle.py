@@ -369,6 +369,47 @@ async def test_a_connection_opened_ahead_is_closed_when_the_cycle_stops_there(
         assert ("login", 1) not in Timeline.events
 
 
+class OneAtATime(FakePop3Session):
+    """Refuses a connection while another is open, as some ISPs do per address."""
+
+    open_now = 0
+    refused = 0
+
+    async def run(self) -> None:
+        if OneAtATime.open_now:
+            OneAtATime.refused += 1
+            self.push("-ERR [IN-USE] One connection at a time, please.")
+            await self.writer.drain()
+            return
+        OneAtATime.open_now += 1
+        try:
+            await super().run()
+        finally:
+            OneAtATime.open_now -= 1
+
+
+async def test_a_server_that_refuses_the_connection_opened_ahead_is_connected_again(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    OneAtATime.open_now = OneAtATime.refused = 0
+    async with FakePop3Server(
+        [make_message(i) for i in range(1, 8)],
+        username="alice",
+        password=PASSWORD,
+        session_class=OneAtATime,
+    ) as srv:
+        config = write_config(tmp_path, srv.port, delete_batch=3)
+        collector = Collector(config, secrets=secrets, target=SlowTarget())
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert result.ok, result.summaries
+        assert OneAtATime.refused == 2  # both connections opened ahead
+        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+        assert srv.remaining == []
+
+
 class FlakyTarget(DeliveryTarget):
     """Answers with scripted statuses, records what it was asked to deliver."""
 

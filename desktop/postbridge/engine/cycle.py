@@ -467,17 +467,23 @@ class Collector:
     ) -> bool:
         """One POP3 session; returns True when new messages remain for another session.
 
-        ``connected``: the session's client, connected ahead (its connect error, if
-        any, is this session's); ``connect_ahead`` is called when another session will
-        follow this one and its downloads are done.
+        ``connected``: the session's client, connected ahead (if that failed, the
+        session connects again itself); ``connect_ahead`` is called when another
+        session will follow this one and its downloads are done.
         """
+        client: Pop3Client | None = None
         if connected is not None:
-            client = await connected
-        else:
+            try:
+                client = await connected
+            except PostbridgeError as error:
+                # Some servers take one connection per address at a time: connect as usual.
+                log.info("%s: the connection opened ahead failed (%s)", mailbox.name, error)
+        fresh = client is None
+        if client is None:
             client = self._pop3_factory(mailbox)
         committed = False
         try:
-            if connected is None:
+            if fresh:
                 await client.connect()
             sizes, uidls = await client.login_and_list(
                 mailbox.username, password, method=mailbox.auth
