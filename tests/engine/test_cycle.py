@@ -20,7 +20,7 @@ from postbridge.engine import config as configmod
 from postbridge.engine.cycle import Collector
 from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
 from postbridge.engine.errors import AuthError
-from postbridge.engine.events import Event, MessageDelivered, Notice
+from postbridge.engine.events import CycleFinished, Event, MessageDelivered, Notice
 from postbridge.engine.ledger import DELIVERED, QUARANTINED, SPOOLED
 from postbridge.engine.secrets import SecretStore
 from postbridge.engine.spool import BUFFER_LIMIT
@@ -314,23 +314,44 @@ class SlowTarget(DeliveryTarget):
         pass
 
 
-async def test_the_next_session_connects_ahead_and_logs_in_after_the_quit(
-    tmp_path: Path, secrets: SecretStore
-) -> None:
-    Timeline.events = []
-    messages = [make_message(i) for i in range(1, 8)]
+async def cycle_in_sessions_of_3(
+    tmp_path: Path,
+    secrets: SecretStore,
+    session_class: type[FakePop3Session],
+    *,
+    quit_error: bool = False,
+) -> tuple[CycleFinished, FakePop3Server]:
+    """One cycle over 7 messages, 3 per session, into a slow target; the server, stopped."""
     async with FakePop3Server(
-        messages, username="alice", password=PASSWORD, session_class=Timeline
+        [make_message(i) for i in range(1, 8)],
+        username="alice",
+        password=PASSWORD,
+        session_class=session_class,
     ) as srv:
+        srv.quit_error = quit_error
         config = write_config(tmp_path, srv.port, delete_batch=3)
         collector = Collector(config, secrets=secrets, target=SlowTarget())
         try:
             result = await collector.run_cycle()
         finally:
             await collector.aclose()
-        assert result.ok, result.summaries
-        assert srv.remaining == []
-        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+        if quit_error:
+            # The connection opened ahead is closed; give the fake a moment to see it.
+            for _ in range(200):  # bounded
+                if ("closed", 1) in Timeline.events:
+                    break
+                await asyncio.sleep(0.01)
+    return result, srv
+
+
+async def test_the_next_session_connects_ahead_and_logs_in_after_the_quit(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    Timeline.events = []
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, Timeline)
+    assert result.ok, result.summaries
+    assert srv.remaining == []
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
     events = Timeline.events
     assert [n for event, n in events if event == "open"] == [0, 1, 2]
     for n in (1, 2):
@@ -344,29 +365,13 @@ async def test_a_connection_opened_ahead_is_closed_when_the_cycle_stops_there(
     tmp_path: Path, secrets: SecretStore
 ) -> None:
     Timeline.events = []
-    async with FakePop3Server(
-        [make_message(i) for i in range(1, 8)],
-        username="alice",
-        password=PASSWORD,
-        session_class=Timeline,
-    ) as srv:
-        srv.quit_error = True  # the first session cannot commit its deletions
-        config = write_config(tmp_path, srv.port, delete_batch=3)
-        collector = Collector(config, secrets=secrets, target=SlowTarget())
-        try:
-            result = await collector.run_cycle()
-        finally:
-            await collector.aclose()
-        assert not result.ok
-        assert "did not confirm the end of the session" in (result.summaries[0].error or "")
-        assert len(srv.remaining) == 7  # nothing deleted, all delivered (the ledger knows)
-        # The second connection was opened ahead, then closed without logging in.
-        for _ in range(200):  # bounded: the fake sees the close within moments
-            if ("closed", 1) in Timeline.events:
-                break
-            await asyncio.sleep(0.01)
-        assert ("open", 1) in Timeline.events and ("closed", 1) in Timeline.events
-        assert ("login", 1) not in Timeline.events
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, Timeline, quit_error=True)
+    assert not result.ok  # the first session could not commit its deletions
+    assert "did not confirm the end of the session" in (result.summaries[0].error or "")
+    assert len(srv.remaining) == 7  # nothing deleted, all delivered (the ledger knows)
+    # The second connection was opened ahead, then closed without logging in.
+    assert ("open", 1) in Timeline.events and ("closed", 1) in Timeline.events
+    assert ("login", 1) not in Timeline.events
 
 
 class OneAtATime(FakePop3Session):
@@ -392,22 +397,11 @@ async def test_a_server_that_refuses_the_connection_opened_ahead_is_connected_ag
     tmp_path: Path, secrets: SecretStore
 ) -> None:
     OneAtATime.open_now = OneAtATime.refused = 0
-    async with FakePop3Server(
-        [make_message(i) for i in range(1, 8)],
-        username="alice",
-        password=PASSWORD,
-        session_class=OneAtATime,
-    ) as srv:
-        config = write_config(tmp_path, srv.port, delete_batch=3)
-        collector = Collector(config, secrets=secrets, target=SlowTarget())
-        try:
-            result = await collector.run_cycle()
-        finally:
-            await collector.aclose()
-        assert result.ok, result.summaries
-        assert OneAtATime.refused == 2  # both connections opened ahead
-        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
-        assert srv.remaining == []
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, OneAtATime)
+    assert result.ok, result.summaries
+    assert OneAtATime.refused == 2  # both connections opened ahead
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert srv.remaining == []
 
 
 class FlakyTarget(DeliveryTarget):

@@ -477,6 +477,17 @@ class FakePop3Server(LoopbackServer):
     def remaining_uids(self) -> list[str]:
         return [message.uid for message in self.messages]
 
+    def hang_up_at_quit(self) -> None:
+        """The logged-in session closes the line when QUIT arrives, before answering."""
+        session = self.locked_by
+        assert session is not None, "log in first"
+
+        async def hang_up(arg: str) -> None:
+            session.writer.close()
+            session.closed = True
+
+        session.cmd_quit = hang_up  # type: ignore[method-assign]
+
     def server_ssl(self) -> ssl.SSLContext | None:
         return self.tls_context
 

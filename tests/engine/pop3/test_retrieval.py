@@ -408,15 +408,7 @@ async def test_line_lost_during_quit(make_client: ClientFactory) -> None:
     server = FakePop3Server([b"a\r\n"])
     async with server, make_client(server) as client:
         await client.login("alice", "secret")
-        # Hang up as soon as QUIT arrives, before answering.
-        session = server.locked_by
-        assert session is not None
-
-        async def hang_up(arg: str) -> None:
-            session.writer.close()
-            session.closed = True
-
-        session.cmd_quit = hang_up  # type: ignore[method-assign]
+        server.hang_up_at_quit()
         with pytest.raises(NetworkError, match="may still be on the server"):
             await client.quit()
 

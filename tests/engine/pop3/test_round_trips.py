@@ -115,14 +115,7 @@ async def test_delete_and_quit_with_the_line_lost_says_so(make_client: ClientFac
     server = FakePop3Server(MESSAGES[:3])
     async with server, make_client(server) as client:
         await client.login("alice", "secret")
-        session = server.locked_by
-        assert session is not None
-
-        async def hang_up(arg: str) -> None:
-            session.writer.close()
-            session.closed = True
-
-        session.cmd_quit = hang_up  # type: ignore[method-assign]
+        server.hang_up_at_quit()
         with pytest.raises(NetworkError, match="may still be on the server"):
             await client.delete_and_quit([1, 2])
         assert not client.connected
