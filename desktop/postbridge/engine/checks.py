@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from postbridge.engine.config import Config, DeliveryConfig, MailboxConfig, SignalConfig
-from postbridge.engine.cycle import Collector, make_target
+from postbridge.engine.cycle import Collector
+from postbridge.engine.delivering import make_target
 from postbridge.engine.errors import PostbridgeError
 from postbridge.engine.preview import suggest
 from postbridge.engine.routing.router import EnvelopeSuggestion

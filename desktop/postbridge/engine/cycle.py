@@ -7,7 +7,7 @@ For each ISP mailbox the cycle
 2. logs in, lists the messages (UIDL + LIST) and records the new ones in the
    ledger as ``listed``, each with the delivery key it will keep for good;
 3. downloads them (pipelined) while the ones before are routed, delivered and
-   recorded, a batch at a time (:meth:`Collector._deliver_window`): a small
+   recorded, a batch at a time (``BatchDelivery._deliver_window``): a small
    message goes from memory to the target, a big one through its spool file;
    one that cannot be delivered completely now is made durable in the spool
    before the ledger says ``spooled`` (retry later) or ``quarantined``;
@@ -29,26 +29,29 @@ recorded in the ledger in the very next transaction, durably.
 Servers without UIDL: every message is downloaded each session and identified
 by the SHA-256 of its content instead; one already delivered is then only
 deleted (or, with leave-on-server, downloaded again and discarded).
+
+This module holds the sessions; :class:`Collector` inherits the delivery steps
+from batch.py (a batch of fresh downloads at a time) and delivering.py (one
+ledger row at a time: leftovers, ATRN mail, the quarantine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import secrets as pysecrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from postbridge.engine import meta as metamod
+from postbridge.engine.batch import Arrival, BatchDelivery, SessionWork
 from postbridge.engine.config import Config, MailboxConfig
-from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
-from postbridge.engine.errors import Cancelled, PostbridgeError, ProtocolError
+from postbridge.engine.delivering import DAY
+from postbridge.engine.delivery.base import DeliveryTarget
+from postbridge.engine.errors import PostbridgeError, ProtocolError
 from postbridge.engine.events import (
     CycleFinished,
     CycleStarted,
@@ -56,9 +59,6 @@ from postbridge.engine.events import (
     MailboxFinished,
     MailboxStarted,
     MailboxSummary,
-    MessageDeferred,
-    MessageDelivered,
-    MessageQuarantined,
     MessagesListed,
     MessageSpooled,
     Notice,
@@ -74,20 +74,11 @@ from postbridge.engine.ledger import (
     SPOOLED,
     Ledger,
     Row,
-    Settlement,
 )
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import DataPaths
 from postbridge.engine.pipeline import Pipeline
 from postbridge.engine.pop3.client import Pop3Client
-from postbridge.engine.routing.recipients import message_id
-from postbridge.engine.routing.router import (
-    REASON_HEADER,
-    RouteDecision,
-    header_line,
-    route,
-    split_header_block,
-)
 from postbridge.engine.secrets import SecretStore
 from postbridge.engine.signals import SOURCE as INBOUND_SOURCE
 from postbridge.engine.signals import (
@@ -96,15 +87,11 @@ from postbridge.engine.signals import (
     signal_before_poll,
     signal_mailbox,
 )
-from postbridge.engine.spool import Spool, SpoolWriter, file_sha256
+from postbridge.engine.spool import Spool, SpoolWriter
 from postbridge.engine.tls import client_context
 
 log = logging.getLogger("postbridge.cycle")
 
-DAY = 86400.0
-# Copies of one message (same Message-ID and body) to the same recipient within this
-# window are delivered once; ISPs store one copy per recipient in a global mailbox.
-DUPLICATE_WINDOW = 7 * DAY
 # Downloaded messages that may wait for delivery while the next ones download
 # (pipeline.py). Each holds a spool file and at most its first 256 KB in memory.
 PIPELINE_DEPTH = 32
@@ -115,88 +102,7 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return client_context(ca_file, used_for="this mailbox")
 
 
-def make_target(config: Config, secrets: SecretStore) -> DeliveryTarget:
-    d = config.delivery
-    if d.kind == "maildir":
-        from postbridge.engine.delivery.maildir import MaildirTarget
-
-        return MaildirTarget(root=config.maildir_root)
-    password = secrets.require("delivery") if d.username else None
-    kwargs: dict[str, Any] = {
-        "host": d.host,
-        "port": d.port,
-        "security": d.security,
-        "username": d.username or None,
-        "password": password,
-        "ca_file": d.ca_file,
-        "allow_plaintext_login": d.allow_plaintext_login,
-        "timeout": d.timeout,
-    }
-    if d.kind == "smtp":
-        from postbridge.engine.delivery.smtp import SmtpTarget
-
-        return SmtpTarget(**kwargs)
-    from postbridge.engine.delivery.lmtp import LmtpTarget
-
-    return LmtpTarget(**kwargs)
-
-
 Pop3Factory = Callable[[MailboxConfig], Pop3Client]
-
-
-_DUPLICATE = "an identical copy (same Message-ID and body) was already delivered"
-
-
-@dataclass
-class _Arrival:
-    """A message downloaded in this session, on its way to delivery."""
-
-    num: int
-    ledger_id: int
-    key: str
-    writer: SpoolWriter
-    path: Path | None = None  # its spool file, for a message too big to hold in memory
-    data: bytes | None = None  # the whole message, when small
-    sha256: str = ""
-
-    def body_sha256(self, offset: int) -> str:
-        if self.data is not None:
-            return hashlib.sha256(memoryview(self.data)[offset:]).hexdigest()
-        assert self.path is not None
-        return file_sha256(self.path, offset=offset)
-
-    def discard(self) -> None:
-        """Forget a download that was never recorded: the message stays at the ISP."""
-        self.writer.abort()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class _Plan:
-    """What the fast path decided for one arrival, and (after delivery) its state."""
-
-    arrival: _Arrival
-    head: bytes
-    meta: dict[str, str | None]
-    decision: RouteDecision
-    recipients: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    copies: tuple[str, str, tuple[str, ...]] | None = None
-    job: DeliveryJob | None = None
-    state: str = LISTED
-    error: str | None = None
-
-
-def _take_over(arrivals: list[_Arrival]) -> None:
-    """Take each download from its writer: the bytes, or the (not yet durable) file."""
-    for arrival in arrivals:
-        writer = arrival.writer
-        if writer.in_memory:
-            arrival.data = writer.content()
-        else:
-            arrival.path = writer.finish(durable=False).path
-        arrival.sha256 = writer.sha256
 
 
 async def _close_ahead(ahead: asyncio.Task[Pop3Client]) -> None:
@@ -208,25 +114,7 @@ async def _close_ahead(ahead: asyncio.Task[Pop3Client]) -> None:
         await outcome.close()
 
 
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-@dataclass
-class _Session:
-    """What one POP3 session is working on."""
-
-    mailbox: MailboxConfig
-    summary: MailboxSummary
-    ids: dict[int, int]  # message number -> ledger id
-    deletable: list[int]  # message numbers safe to DELE
-    # Called once the downloads of a session that another will follow are done.
-    connect_ahead: Callable[[], None] | None = None
-
-
-class Collector:
+class Collector(BatchDelivery):
     """Runs poll cycles for one configuration; owns the ledger, spool and target."""
 
     def __init__(
@@ -271,20 +159,10 @@ class Collector:
             label=mailbox.name,
         )
 
-    @property
-    def target(self) -> DeliveryTarget:
-        if self._target is None:
-            self._target = make_target(self.config, self.secrets)
-        return self._target
-
     async def aclose(self) -> None:
         if self._target is not None:
             await self._target.aclose()
         self.ledger.close()
-
-    def request_stop(self) -> None:
-        """Stop after the messages being delivered now (safe from the loop's thread)."""
-        self.stop_requested = True
 
     # -- the cycle ---------------------------------------------------------
 
@@ -409,10 +287,6 @@ class Collector:
         since = row.delivered_at or row.spooled_at or row.listed_at
         return self._clock() - since >= mailbox.leave_on_server_days * DAY
 
-    def _check_stop(self) -> None:
-        if self.stop_requested:
-            raise Cancelled("Collection was stopped; the rest of the mail stays at the ISP.")
-
     async def _collect(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
         # The system's trust store loads in a thread (20-50 ms, without the interpreter
         # lock) while the keyring is asked for the password; the session finds it cached.
@@ -500,7 +374,7 @@ class Collector:
                 )
             # A login delay makes reconnecting costly: then take everything in one session.
             another = not (caps.login_delay or 0) > 0
-            session = _Session(
+            session = SessionWork(
                 mailbox,
                 summary,
                 ids={},
@@ -529,7 +403,7 @@ class Collector:
     async def _session_with_uidl(
         self,
         client: Pop3Client,
-        session: _Session,
+        session: SessionWork,
         sizes: dict[int, int],
         uidls: dict[int, str],
     ) -> bool:
@@ -563,16 +437,16 @@ class Collector:
             writers[num] = writer
             return writer
 
-        async def deliver(arrivals: list[_Arrival]) -> None:
+        async def deliver(arrivals: list[Arrival]) -> None:
             await self._deliver_window(session, arrivals)
 
         # The next messages download while the ones before are delivered, in
         # order, in batches of what arrived meanwhile (pipeline.py).
-        pipeline: Pipeline[_Arrival] = Pipeline(deliver, depth=PIPELINE_DEPTH)
+        pipeline: Pipeline[Arrival] = Pipeline(deliver, depth=PIPELINE_DEPTH)
 
         async def on_complete(num: int, sink: Any) -> None:
             ledger_id = session.ids[num]
-            await pipeline.put(_Arrival(num, ledger_id, keys[ledger_id], writers.pop(num)))
+            await pipeline.put(Arrival(num, ledger_id, keys[ledger_id], writers.pop(num)))
 
         def on_error(num: int, error: PostbridgeError) -> None:
             writer = writers.pop(num, None)
@@ -602,7 +476,7 @@ class Collector:
         return len(fetch) > len(batch)
 
     async def _session_without_uidl(
-        self, client: Pop3Client, session: _Session, sizes: dict[int, int]
+        self, client: Pop3Client, session: SessionWork, sizes: dict[int, int]
     ) -> bool:
         """Identify messages by content hash: download each, keep what is new."""
         mailbox = session.mailbox
@@ -649,7 +523,7 @@ class Collector:
 
     async def _after_spool(
         self,
-        session: _Session,
+        session: SessionWork,
         num: int,
         ledger_id: int,
         size: int,
@@ -673,534 +547,3 @@ class Collector:
         elif state in (DELIVERED, QUARANTINED):
             summary.kept += 1
         self._check_stop()
-
-    # -- delivery of what a session downloaded ------------------------------
-
-    async def _deliver_window(self, session: _Session, arrivals: list[_Arrival]) -> None:
-        """Route, deliver and record a batch of freshly downloaded messages.
-
-        The fast path of the cycle. A message is delivered straight from
-        memory (or, when big, from its spool file, not yet fsynced), and one
-        ledger transaction records the whole batch: a message the target took
-        for every recipient goes from ``listed`` to ``delivered`` without a
-        durable spool copy, which it no longer needs. Only a message that stays
-        (a recipient deferred or refused, or a quarantine) is made durable in
-        the spool before that transaction says ``spooled`` or ``quarantined``;
-        its redirect to the postmaster and the rest then follow the ordinary
-        path (:meth:`_deliver`).
-
-        Why nothing is lost or doubled: the ISP copy is deleted only after
-        this transaction and a durable commit (``mark_server``). A kill before
-        the transaction leaves the rows ``listed``: the messages download
-        again, and a Maildir copy already written is found under the row's
-        key (assigned when listed). Servers (SMTP, LMTP) are not idempotent:
-        for them each message's outcome is recorded as soon as it is known.
-        """
-        mailbox = session.mailbox
-        settled: set[int] = set()
-        try:
-            # Hashing (which lets go of the GIL) and closing big files happen
-            # beside the download, not on the event loop.
-            await asyncio.to_thread(_take_over, arrivals)
-            seen: dict[tuple[str, str], set[str]] = {}
-            plans = [self._plan(session, arrival, seen) for arrival in arrivals]
-            done: list[tuple[_Plan, dict[str, RecipientResult]]] = []
-            if self.target.idempotent:
-                jobs = [p.job for p in plans if p.job is not None]
-                async with self._delivery_slots():
-                    results = iter(await self.target.deliver_many(jobs) if jobs else [])
-                done = [(p, next(results) if p.job is not None else {}) for p in plans]
-                await self._settle(session, done, settled, durable=False)
-            else:
-                await self._deliver_each(session, plans, done, settled)
-        finally:
-            for arrival in arrivals:
-                if arrival.ledger_id not in settled:
-                    arrival.discard()
-        for plan, outcome in done:
-            if plan.state == SPOOLED:
-                state = await self._deliver(
-                    mailbox,
-                    plan.arrival.ledger_id,
-                    session.summary,
-                    head=plan.head,
-                    retry_temporary=False,
-                    accepted_before=[r for r, res in outcome.items() if res.status == "accepted"],
-                )
-                self._note_done(session, plan.arrival.num, state)
-        self._check_stop()
-
-    async def _deliver_each(
-        self,
-        session: _Session,
-        plans: list[_Plan],
-        done: list[tuple[_Plan, dict[str, RecipientResult]]],
-        settled: set[int],
-    ) -> None:
-        """Deliver to a server, ``target.parallel`` messages at a time, each recorded at once.
-
-        The window between a server's 250 and the ledger is that one transaction.
-        A delivery that fails for good (a wrong password, say) does not cut short
-        the others in flight: their server may have the message already, so
-        their answers are awaited and recorded before the failure is raised.
-        """
-
-        async def one(plan: _Plan) -> None:
-            outcome: dict[str, RecipientResult] = {}
-            if plan.job is not None:
-                async with self._delivery_slots():
-                    outcome = await self.target.deliver(plan.job)
-            accepted = any(r.status == "accepted" for r in outcome.values())
-            await self._settle(session, [(plan, outcome)], settled, durable=accepted)
-            done.append((plan, outcome))
-
-        if self.target.parallel <= 1:
-            for plan in plans:
-                await one(plan)
-            return
-        failures = [
-            error
-            for error in await asyncio.gather(*(one(p) for p in plans), return_exceptions=True)
-            if isinstance(error, BaseException)
-        ]
-        if failures:
-            raise failures[0]
-
-    def _delivery_slots(self) -> asyncio.Semaphore:
-        """How many deliveries may be with the target at once (one for Maildir)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, self.target.parallel))
-        return self._slots
-
-    def _plan(
-        self, session: _Session, arrival: _Arrival, seen: dict[tuple[str, str], set[str]]
-    ) -> _Plan:
-        """Route one arrival and make its delivery job (CPU only, no I/O but the ledger's)."""
-        mailbox, summary = session.mailbox, session.summary
-        head = arrival.writer.head
-        meta = metamod.extract(head)  # reads the header block only; parsed once, cached
-        summary.downloaded += 1
-        self.emit(MessageSpooled(mailbox.name, arrival.ledger_id, arrival.writer.size))
-        decision = self._decide(mailbox, head)
-        plan = _Plan(arrival, head, meta, decision)
-        if decision.quarantine:
-            return plan
-        recipients = list(decision.recipients)
-        identity = self._copy_identity(mailbox, decision, head, arrival.body_sha256)
-        if identity is not None:
-            before = self.ledger.copies_seen(
-                message_id=identity[0],
-                body_sha256=identity[1],
-                since=self._clock() - DUPLICATE_WINDOW,
-                exclude=arrival.ledger_id,
-            ) | seen.get(identity, set())
-            seen.setdefault(identity, set()).update(recipients)
-            plan.copies = (*identity, tuple(recipients))
-            plan.duplicates = [r for r in recipients if r in before]
-            recipients = [r for r in recipients if r not in before]
-        plan.recipients = recipients
-        if recipients:
-            base, skip = self._prepend(decision, head)
-            plan.job = DeliveryJob(
-                key=arrival.key,
-                path=arrival.path,
-                data=arrival.data,
-                sender=meta.get("envelope_from") or "",
-                recipients=tuple(recipients),
-                prepend=base,
-                skip=skip,
-            )
-        return plan
-
-    async def _settle(
-        self,
-        session: _Session,
-        done: list[tuple[_Plan, dict[str, RecipientResult]]],
-        settled: set[int],
-        *,
-        durable: bool,
-    ) -> None:
-        """One ledger transaction for these plans; spool copies made durable before it."""
-        mailbox, summary = session.mailbox, session.summary
-        entries: list[Settlement] = []
-        for plan, outcome in done:
-            outcomes: list[tuple[str, str, str]] = [
-                (r.recipient, r.status, r.reason) for r in outcome.values()
-            ]
-            if plan.decision.quarantine:
-                plan.state = QUARANTINED
-                plan.error = plan.decision.quarantine
-            elif not plan.recipients:
-                plan.state = DELIVERED
-                plan.error = f"Not delivered again: {_DUPLICATE}."
-                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
-            elif all(r.status == "accepted" for r in outcome.values()):
-                plan.state = DELIVERED
-                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
-            else:
-                plan.state = SPOOLED
-                outcomes += [(r, "duplicate", _DUPLICATE) for r in plan.duplicates]
-            arrival = plan.arrival
-            entries.append(
-                Settlement(
-                    id=arrival.ledger_id,
-                    state=plan.state,
-                    size=arrival.writer.size,
-                    sha256=arrival.sha256,
-                    meta=plan.meta,
-                    recipients=plan.recipients,
-                    route=plan.decision.to_json(),
-                    outcomes=outcomes,
-                    error=plan.error,
-                    copies=plan.copies,
-                )
-            )
-        keep = [plan.arrival for plan, _ in done if plan.state != DELIVERED]
-        if keep or durable:
-            # fsyncs: in a worker thread, so the downloads go on meanwhile.
-            await asyncio.to_thread(self._store, keep, entries, durable)
-        else:
-            self.ledger.settle(entries, durable=False)
-        settled.update(plan.arrival.ledger_id for plan, _ in done)
-        gone = [plan.arrival.path for plan, _ in done if plan.state == DELIVERED]
-        if any(path is not None for path in gone):
-            await asyncio.to_thread(_unlink_all, [p for p in gone if p is not None])
-        for plan, outcome in done:
-            arrival = plan.arrival
-            if plan.state == DELIVERED:
-                accepted = [r for r, res in outcome.items() if res.status == "accepted"]
-                self._count(summary, accepted)
-                summary.delivered += 1
-                self.emit(
-                    MessageDelivered(
-                        mailbox.name,
-                        arrival.ledger_id,
-                        tuple(accepted),
-                        sender=plan.meta.get("sender") or "",
-                        subject=plan.meta.get("subject") or "",
-                    )
-                )
-                self._note_done(session, arrival.num, DELIVERED)
-            elif plan.state == QUARANTINED:
-                summary.quarantined += 1
-                self.emit(MessageQuarantined(mailbox.name, arrival.ledger_id, plan.error or ""))
-                self._note_done(session, arrival.num, QUARANTINED)
-
-    def _store(self, keep: list[_Arrival], entries: list[Settlement], durable: bool) -> None:
-        """Make the spool copies of messages that stay durable, then record (worker thread)."""
-        for arrival in keep:
-            if arrival.data is not None:
-                arrival.path = self.spool.save(arrival.ledger_id, arrival.data)
-            elif arrival.path is not None:
-                self.spool.make_durable(arrival.path)
-        self.ledger.settle(entries, durable=durable)
-
-    def _note_done(self, session: _Session, num: int, state: str) -> None:
-        """A message of this session delivered or quarantined just now: DELE it, or keep it."""
-        if state not in (DELIVERED, QUARANTINED):
-            return
-        # Just delivered: "leave a copy on the server" for N > 0 days keeps it for now.
-        if session.mailbox.leave_on_server_days == 0:
-            session.deletable.append(num)
-        else:
-            session.summary.kept += 1
-
-    # -- delivery ----------------------------------------------------------
-
-    async def deliver_pending(self, mailbox: MailboxConfig, summary: MailboxSummary) -> None:
-        """Deliver every message of ``mailbox.name`` that is spooled but not yet delivered."""
-        for row in self.ledger.in_state(SPOOLED, source=mailbox.name):
-            self._check_stop()
-            await self._deliver(mailbox, row.id, summary)
-
-    def _decide(self, mailbox: MailboxConfig, head: bytes) -> RouteDecision:
-        return route(mailbox, head)
-
-    async def _deliver(
-        self,
-        mailbox: MailboxConfig,
-        ledger_id: int,
-        summary: MailboxSummary,
-        *,
-        head: bytes | None = None,
-        retry_temporary: bool = True,
-        accepted_before: Sequence[str] = (),
-    ) -> str:
-        """Route and deliver one spooled message; returns its new ledger state.
-
-        Recipients the target accepts are never delivered to again. One it
-        refuses permanently is redirected to the mailbox's postmaster (with the
-        reason in a header) when one is configured; otherwise, or when the
-        postmaster is refused too, the message goes to quarantine. Anything
-        temporary keeps the message spooled for the next cycle.
-
-        The fast path (:meth:`_deliver_window`) hands over the messages its
-        first attempt did not settle: ``retry_temporary=False`` then leaves
-        the recipients that just failed for now to the next cycle, and
-        ``accepted_before`` names those that attempt delivered to.
-        """
-        row = self.ledger.get(ledger_id)
-        if row is None or row.key is None or row.state != SPOOLED:
-            return row.state if row is not None else LISTED
-        path = self.spool.path_for(ledger_id)
-        if not path.exists():
-            # Should not happen: the spool file is removed only after delivery.
-            reason = "The spooled copy of this message is missing from the data folder."
-            return self._finish(mailbox, row, summary, QUARANTINED, outcomes=(), error=reason)
-        if head is None:
-            head = self.spool.read_head(ledger_id)
-        decision = self._decide(mailbox, head)
-        recipients = list(row.recipients)
-        if not recipients:
-            if decision.quarantine:
-                self.ledger.set_route(ledger_id, recipients=(), route=decision.to_json())
-                return self._finish(
-                    mailbox, row, summary, QUARANTINED, outcomes=(), error=decision.quarantine
-                )
-            recipients, duplicates = self._without_duplicates(
-                mailbox, decision, ledger_id, head, list(decision.recipients)
-            )
-            self.ledger.set_route(ledger_id, recipients=recipients, route=decision.to_json())
-            if not recipients:
-                why = "an identical copy (same Message-ID and body) was already delivered"
-                return self._finish(
-                    mailbox,
-                    row,
-                    summary,
-                    DELIVERED,
-                    outcomes=[(r, "duplicate", why) for r in duplicates],
-                    error=f"Not delivered again: {why}.",
-                )
-        base, skip = self._prepend(decision, head)
-        postmaster = mailbox.postmaster
-        accepted_now: list[str] = []
-        settled = (
-            ("accepted", "permanent") if retry_temporary else ("accepted", "permanent", "temporary")
-        )
-        # Bounded: round 2 only delivers the postmaster's copy of refused mail.
-        for _round in range(2):
-            states = self.ledger.recipient_states(ledger_id)
-            refused = [r for r in recipients if r in states and states[r].state == "permanent"]
-            if refused and postmaster and postmaster not in recipients:
-                recipients.append(postmaster)
-                self.ledger.set_route(ledger_id, recipients=recipients, route=row.route or "")
-            todo = [r for r in recipients if r not in states or states[r].state not in settled]
-            if not todo:
-                break
-            jobs: list[tuple[tuple[str, ...], bytes]] = []
-            normal = tuple(r for r in todo if not (r == postmaster and refused))
-            if normal:
-                jobs.append((normal, base))
-            if postmaster in todo and refused:
-                reasons = "; ".join(states[r].reason or r for r in refused)
-                reason_line = header_line(
-                    REASON_HEADER, f"not deliverable to {', '.join(refused)}: {reasons}"
-                )
-                jobs.append(((postmaster,), reason_line + base))
-            outcomes: list[tuple[str, str, str]] = []
-            for job_recipients, prepend in jobs:
-                job = DeliveryJob(
-                    key=row.key if prepend is base else f"{row.key}-pm",
-                    path=path,
-                    sender=row.envelope_from or "",
-                    recipients=job_recipients,
-                    prepend=prepend,
-                    skip=skip,
-                )
-                async with self._delivery_slots():
-                    results = await self.target.deliver(job)
-                outcomes += [(r.recipient, r.status, r.reason) for r in results.values()]
-            self.ledger.record_delivery(ledger_id, outcomes=outcomes, final_state=None)
-            accepted_now += [r for r, status, _ in outcomes if status == "accepted"]
-            newly_refused = [r for r, status, _ in outcomes if status == "permanent"]
-            if not (newly_refused and postmaster and postmaster not in recipients):
-                break
-        states = self.ledger.recipient_states(ledger_id)
-        waiting = [states[r] for r in recipients if states[r].state in ("pending", "temporary")]
-        failed = [states[r] for r in recipients if states[r].state == "permanent"]
-        rescued = (
-            bool(postmaster)
-            and states.get(postmaster) is not None
-            and (states[postmaster].state == "accepted")
-        )
-        self._count(summary, accepted_now)
-        if waiting:
-            reason = waiting[0].reason or "The office mail server asked to try again later."
-            self.ledger.record_delivery(ledger_id, outcomes=(), final_state=None, error=reason)
-            summary.deferred += 1
-            self.emit(MessageDeferred(mailbox.name, ledger_id, reason))
-            return SPOOLED
-        if failed and not rescued:
-            reason = "; ".join(s.reason or s.address for s in failed)
-            return self._finish(mailbox, row, summary, QUARANTINED, outcomes=(), error=reason)
-        note = None
-        if failed:
-            note = "Sent to the postmaster: " + "; ".join(s.reason or s.address for s in failed)
-        return self._finish(
-            mailbox,
-            row,
-            summary,
-            DELIVERED,
-            outcomes=(),
-            error=note,
-            delivered=[*accepted_before, *accepted_now],
-        )
-
-    @staticmethod
-    def _count(summary: MailboxSummary, accepted: Sequence[str]) -> None:
-        for r in accepted:
-            summary.per_recipient[r] = summary.per_recipient.get(r, 0) + 1
-
-    def _finish(
-        self,
-        mailbox: MailboxConfig,
-        row: Row,
-        summary: MailboxSummary,
-        state: str,
-        *,
-        outcomes: Sequence[tuple[str, str, str]],
-        error: str | None,
-        delivered: Sequence[str] = (),
-    ) -> str:
-        self.ledger.record_delivery(row.id, outcomes=outcomes, final_state=state, error=error)
-        if state == QUARANTINED:
-            summary.quarantined += 1
-            self.emit(MessageQuarantined(mailbox.name, row.id, error or ""))
-            return state
-        self.spool.remove(row.id)
-        summary.delivered += 1
-        self.emit(
-            MessageDelivered(
-                mailbox.name,
-                row.id,
-                tuple(delivered),
-                sender=row.sender or "",
-                subject=row.subject or "",
-            )
-        )
-        return state
-
-    def _without_duplicates(
-        self,
-        mailbox: MailboxConfig,
-        decision: RouteDecision,
-        ledger_id: int,
-        head: bytes,
-        recipients: list[str],
-    ) -> tuple[list[str], list[str]]:
-        """Drop recipients who already got this very message (ISPs that store one copy each).
-
-        Only for global mailboxes routed by To/Cc: with an envelope header each
-        copy names its own recipient and is delivered to that one alone.
-        """
-        identity = self._copy_identity(
-            mailbox,
-            decision,
-            head,
-            lambda offset: self.spool.body_sha256(ledger_id, offset=offset),
-        )
-        if identity is None:
-            return recipients, []
-        mid, body = identity
-        since = self._clock() - DUPLICATE_WINDOW
-        seen = self.ledger.copies_seen(
-            message_id=mid, body_sha256=body, since=since, exclude=ledger_id
-        )
-        self.ledger.record_copies(
-            ledger_id, message_id=mid, body_sha256=body, recipients=recipients
-        )
-        keep = [r for r in recipients if r not in seen]
-        return keep, [r for r in recipients if r in seen]
-
-    @staticmethod
-    def _copy_identity(
-        mailbox: MailboxConfig,
-        decision: RouteDecision,
-        head: bytes,
-        body_sha256: Callable[[int], str],
-    ) -> tuple[str, str] | None:
-        """(Message-ID, SHA-256 of the body) where copies are tracked, else None."""
-        if mailbox.kind != "global" or decision.envelope_header is not None:
-            return None
-        mid = message_id(head)
-        if not mid:
-            return None
-        return mid, body_sha256(split_header_block(head)[1])
-
-    @staticmethod
-    def _prepend(decision: RouteDecision, head: bytes) -> tuple[bytes, int]:
-        """What goes before the message, and how much of its start it replaces."""
-        if decision.new_header_block is None:
-            return decision.trace_headers, 0
-        return decision.trace_headers + decision.new_header_block, split_header_block(head)[1]
-
-    # -- mail that arrives by SMTP (ATRN) --------------------------------------
-
-    def spool_inbound(
-        self,
-        *,
-        source: str,
-        data: bytes,
-        envelope_from: str,
-        recipients: Sequence[str],
-        route_note: str,
-    ) -> int:
-        """Make a message received over SMTP durable and routed; returns its ledger id.
-
-        Call this *before* acknowledging the DATA command: once it returns, the
-        message is in the spool (fsynced) and the ledger (committed), so a crash
-        afterwards loses nothing. ``recipients`` are the final local recipients
-        (the envelope recipients the caller accepted); ``route_note`` says in
-        words why. Deliver later with :meth:`deliver_pending` for a mailbox
-        whose ``name`` is ``source``.
-        """
-        uid = f"{int(self._clock())}-{pysecrets.token_hex(8)}"
-        ledger_id = self.ledger.add_listed(source, [(uid, len(data))])[uid]
-        writer = self.spool.writer(ledger_id)
-        try:
-            writer.write(data)
-        except BaseException:
-            writer.abort()
-            raise
-        spooled = writer.commit()
-        meta = metamod.extract(split_header_block(spooled.head)[0])
-        meta["envelope_from"] = envelope_from
-        key = f"{int(self._clock())}.pb{ledger_id}_{pysecrets.token_hex(4)}"
-        self.ledger.mark_spooled(
-            ledger_id, key=key, size=spooled.size, sha256=spooled.sha256, meta=meta
-        )
-        self.ledger.set_route(
-            ledger_id, recipients=list(dict.fromkeys(recipients)), route=route_note
-        )
-        self.ledger.mark_server(ids=[ledger_id], server=REMOVED)
-        return ledger_id
-
-    # -- quarantine ----------------------------------------------------------
-
-    async def retry_quarantined(
-        self, ledger_id: int, *, recipients: Sequence[str] | None = None
-    ) -> MailboxSummary:
-        """Deliver a quarantined message again (optionally to other recipients)."""
-        row = self.ledger.get(ledger_id)
-        if row is None or row.state != QUARANTINED:
-            raise PostbridgeError(f"Message {ledger_id} is not in quarantine.")
-        mailbox = next((m for m in self.config.mailboxes if m.name == row.source), None)
-        if mailbox is None:
-            if not recipients:
-                raise PostbridgeError(
-                    f"Message {ledger_id} came from mailbox “{row.source}”, which is no longer "
-                    "configured; deliver it to an explicit recipient instead."
-                )
-            mailbox = MailboxConfig(
-                name=row.source,
-                kind="user",
-                host="",
-                port=0,
-                security="none",
-                username="",
-                recipient=recipients[0],
-            )
-        self.ledger.requeue(ledger_id, recipients=recipients)
-        summary = MailboxSummary(mailbox=row.source)
-        await self._deliver(mailbox, ledger_id, summary)
-        return summary
