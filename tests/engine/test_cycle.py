@@ -404,6 +404,30 @@ async def test_a_server_that_refuses_the_connection_opened_ahead_is_connected_ag
     assert srv.remaining == []
 
 
+class ForgetsWaitingClients(Timeline):
+    """Hangs up on the second connection when it logs in: it waited too long for that."""
+
+    async def dispatch(self, line: str) -> None:
+        if self.number == 1 and line.partition(" ")[0].upper() in ("APOP", "AUTH", "USER"):
+            Timeline.events.append(("hung up", self.number))
+            self.writer.close()
+            self.closed = True
+            return
+        await super().dispatch(line)
+
+
+async def test_a_connection_opened_ahead_and_lost_before_the_login_is_opened_again(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    Timeline.events = []
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, ForgetsWaitingClients)
+    assert result.ok, result.summaries
+    assert ("hung up", 1) in Timeline.events
+    assert [n for event, n in Timeline.events if event == "login"] == [0, 2, 3]
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert srv.remaining == []
+
+
 class FlakyTarget(DeliveryTarget):
     """Answers with scripted statuses, records what it was asked to deliver."""
 

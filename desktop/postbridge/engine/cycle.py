@@ -51,7 +51,7 @@ from postbridge.engine.batch import Arrival, BatchDelivery, SessionWork
 from postbridge.engine.config import Config, MailboxConfig
 from postbridge.engine.delivering import DAY
 from postbridge.engine.delivery.base import DeliveryTarget
-from postbridge.engine.errors import PostbridgeError, ProtocolError
+from postbridge.engine.errors import NetworkError, PostbridgeError, ProtocolError
 from postbridge.engine.events import (
     CycleFinished,
     CycleStarted,
@@ -359,9 +359,21 @@ class Collector(BatchDelivery):
         try:
             if fresh:
                 await client.connect()
-            sizes, uidls = await client.login_and_list(
-                mailbox.username, password, method=mailbox.auth
-            )
+            try:
+                sizes, uidls = await client.login_and_list(
+                    mailbox.username, password, method=mailbox.auth
+                )
+            except NetworkError as error:
+                if fresh:
+                    raise
+                # Opened ahead, it may have waited past the server's limit for a login.
+                log.info("%s: the connection opened ahead was lost (%s)", mailbox.name, error)
+                await client.close()
+                client = self._pop3_factory(mailbox)
+                await client.connect()
+                sizes, uidls = await client.login_and_list(
+                    mailbox.username, password, method=mailbox.auth
+                )
             caps = client.capabilities
             if caps.expire == "0" and mailbox.leave_on_server_days > 0:
                 self.emit(
