@@ -180,11 +180,11 @@ async def plain_reply(conn: Pop3Connection, username: str) -> None:
 
 
 async def _login_plain(conn: Pop3Connection, username: str, password: str) -> None:
-    token = _plain_token(username, password)
     command = plain_command(username, password)
     if command is not None:
         await conn.send(command)
     else:
+        token = _plain_token(username, password)
         await conn.send(b"AUTH PLAIN")
         line = await conn.readline()
         if not is_continuation(line):

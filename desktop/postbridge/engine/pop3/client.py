@@ -266,7 +266,7 @@ class Pop3Client:
         ``[LOGIN-DELAY]`` raise :class:`MailboxBusy`, ``[SYS/TEMP]``
         :class:`ServerTemporaryError`, ``[SYS/PERM]`` :class:`ServerPermanentError`.
         """
-        await self._authenticate(username, password, method)
+        await self._authenticate(username, password, self.choose_login_method(method))
         if self._capa_supported:
             # RFC 2449 §6.5/§6.7: EXPIRE and LOGIN-DELAY may be per user
             # ("USER" argument) and are exact only after login.
@@ -294,7 +294,7 @@ class Pop3Client:
         chosen = self.choose_login_method(method)
         plain = plain_command(username, password) if chosen == "plain" else None
         if plain is None:
-            await self._authenticate(username, password, method)
+            await self._authenticate(username, password, chosen)
         async with conn.guard():
             capa = self._capa_supported
             after = [*([b"CAPA"] if capa else []), b"LIST", b"UIDL"]
@@ -311,9 +311,8 @@ class Pop3Client:
             conn.in_sync = True
         return self._sizes(*listed), self._uids(*uids)
 
-    async def _authenticate(self, username: str, password: str, method: LoginMethod) -> None:
+    async def _authenticate(self, username: str, password: str, chosen: auth.Method) -> None:
         self._conn.require_writer()
-        chosen = self.choose_login_method(method)
         async with self._conn.guard():
             await auth.login(
                 self._conn,
@@ -526,7 +525,11 @@ class Pop3Client:
         numbers = list(msgnums)
         if not self.capabilities.pipelining or not numbers:
             accepted = await self._dele(numbers, window=window, then_quit=False)
-            await self._quit_confirmed(await self.quit())
+            if not await self.quit():  # the connection was gone: nothing was committed
+                raise NetworkError(
+                    f"The connection to {self.host} for {self.label} was closed before the "
+                    "end of the session; messages marked for deletion stay on the server"
+                )
             return accepted
         return await self._dele(numbers, window=window, then_quit=True)
 
@@ -561,7 +564,7 @@ class Pop3Client:
                         )
                 conn.in_sync = not quitting  # else the QUIT's reply is still to come
         if then_quit:
-            await self._quit_confirmed(await self._quit_reply(read_only=True))
+            await self._quit_reply(read_only=True)
         return accepted
 
     async def quit(self) -> bool:
@@ -578,7 +581,9 @@ class Pop3Client:
         return await self._quit_reply(read_only=False)
 
     async def _quit_reply(self, *, read_only: bool) -> bool:
-        """Send QUIT (unless it already went out) and judge its reply; always closes."""
+        """Send QUIT (unless it already went out) and judge its reply; always closes.
+
+        True, or an exception: a refused QUIT, or a lost line (see :meth:`quit`)."""
         try:
             async with self._conn.guard():
                 if read_only:
@@ -602,13 +607,6 @@ class Pop3Client:
                 detail=status.describe(),
             )
         return True
-
-    async def _quit_confirmed(self, confirmed: bool) -> None:
-        if not confirmed:  # the connection was gone before QUIT: nothing was committed
-            raise NetworkError(
-                f"The connection to {self.host} for {self.label} was closed before the end "
-                "of the session; messages marked for deletion stay on the server"
-            )
 
     async def close(self) -> None:
         """Drop the connection without QUIT: deletions of this session are NOT committed."""
