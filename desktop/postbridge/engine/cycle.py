@@ -467,17 +467,22 @@ class Collector(BatchDelivery):
             log.info("%s: message %d could not be retrieved: %s", mailbox.name, num, error)
             self.ledger.forget_listed(mailbox.name, [uidls[num]])
 
+        # The next session's connection opens as soon as the last RETR is sent: its
+        # four round trips then overlap this session's last downloads and its QUIT.
+        ahead = session.connect_ahead if len(fetch) > len(batch) else None
         try:
             try:
                 await client.retr_many(
-                    batch, open_sink=open_sink, on_complete=on_complete, on_error=on_error
+                    batch,
+                    open_sink=open_sink,
+                    on_complete=on_complete,
+                    on_error=on_error,
+                    on_all_sent=ahead,
                 )
             except PostbridgeError:
                 # Complete downloads are delivered even when the line dropped after them.
                 await pipeline.finish()
                 raise
-            if session.connect_ahead is not None and len(fetch) > len(batch):
-                session.connect_ahead()
             await pipeline.finish()
         finally:
             for writer in writers.values():

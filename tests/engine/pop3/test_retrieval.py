@@ -434,3 +434,29 @@ async def test_traffic_log_shows_commands_not_bodies(
         await fetch_all(client, [1])
     assert "C: RETR 1" in caplog.text
     assert "confidential" not in caplog.text
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_on_all_sent_comes_once_when_the_last_retr_is_on_its_way(
+    make_client: ClientFactory, pipelining: bool
+) -> None:
+    """The caller's cue to open the next session's connection: once, as the last RETR
+    goes out, while the replies to the commands in flight are still to come."""
+    messages = [b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(1, 11)]
+    server = FakePop3Server(messages, pipelining=pipelining)
+    completed_at_cue: list[int] = []
+    async with server, make_client(server) as client:
+        await client.login("alice", "secret")
+        recorder = Recorder()
+        await client.retr_many(
+            range(1, 11),
+            open_sink=recorder.open_sink,
+            on_complete=recorder.on_complete,
+            window=4,
+            on_all_sent=lambda: completed_at_cue.append(len(recorder.completed)),
+        )
+        await client.quit()
+    assert len(recorder.completed) == 10
+    # Pipelined, the last two go out (topped up at half the window of 4) with replies to
+    # up to four commands still unread; in lock step the last goes out after nine replies.
+    assert completed_at_cue == ([6] if pipelining else [9])

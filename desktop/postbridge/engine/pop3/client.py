@@ -26,7 +26,6 @@ Safety rules:
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import ssl
 from collections import deque
@@ -429,6 +428,7 @@ class Pop3Client:
         on_complete: Callable[[int, SinkT], Awaitable[object]],
         on_error: Callable[[int, PostbridgeError], object] | None = None,
         window: int = DEFAULT_RETR_WINDOW,
+        on_all_sent: Callable[[], object] | None = None,
     ) -> int:
         """Stream many messages, pipelined if the server allows; return how many completed.
 
@@ -451,12 +451,16 @@ class Pop3Client:
         reply is unread), the connection is dropped without QUIT; the sink
         of the message in progress never reached ``on_complete`` and holds a
         partial message that the caller must discard.
+
+        ``on_all_sent()`` is called once the last RETR is on its way (the
+        replies to up to ``window`` commands are still to come).
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         conn = self._conn
         depth = window if self.capabilities.pipelining else 1
-        todo = iter(msgnums)
+        todo = list(msgnums)
+        sent = 0
         pending: deque[int] = deque()
         completed = 0
         first_error: PostbridgeError | None = None
@@ -464,12 +468,13 @@ class Pop3Client:
             # Bounded: each turn reads one reply to one command sent, and
             # commands are sent only for the finite ``msgnums``.
             while True:
-                if first_error is None and len(pending) <= depth // 2:
-                    batch = list(itertools.islice(todo, depth - len(pending)))
-                    if batch:
-                        commands = [b"RETR " + _msgnum(n) for n in batch]
-                        await conn.send(*commands)
-                        pending.extend(batch)
+                if first_error is None and len(pending) <= depth // 2 and sent < len(todo):
+                    batch = todo[sent : sent + depth - len(pending)]
+                    await conn.send(*[b"RETR " + _msgnum(n) for n in batch])
+                    pending.extend(batch)
+                    sent += len(batch)
+                    if sent == len(todo) and on_all_sent is not None:
+                        on_all_sent()
                 if not pending:
                     break
                 msgnum = pending.popleft()
