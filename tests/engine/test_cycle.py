@@ -636,3 +636,43 @@ async def test_a_failure_in_flight_does_not_cut_short_the_other_delivery(
         await collector.aclose()
     assert again.ok and server.remaining == []
     assert len(target.jobs) == 5  # each message once, over both cycles
+
+
+class LosesInputSentWithTheLogin(FakePop3Session):
+    """Takes AUTH PLAIN, then loses whatever arrived along with it (as a server that hands
+    the connection to another process after the login might): LIST never gets an answer."""
+
+    lost = 0
+
+    async def cmd_auth(self, arg: str) -> None:
+        await super().cmd_auth(arg)
+        if self.state == "TRANSACTION" and self.buffer:
+            LosesInputSentWithTheLogin.lost += self.buffer.count(b"\n")
+            self.buffer = b""
+
+
+async def test_a_server_that_loses_commands_sent_with_the_login_gets_them_after_it(
+    tmp_path: Path, secrets: SecretStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    LosesInputSentWithTheLogin.lost = 0
+    messages = [make_message(i) for i in range(1, 8)]
+    async with FakePop3Server(
+        messages,
+        username="alice",
+        password=PASSWORD,
+        apop=False,
+        session_class=LosesInputSentWithTheLogin,
+    ) as srv:
+        config = write_config(tmp_path, srv.port, timeout=1, delete_batch=3)
+        collector = Collector(config, secrets=secrets)
+        try:
+            result = await collector.run_cycle()
+        finally:
+            await collector.aclose()
+        assert result.ok, result.summaries
+        assert srv.remaining == []
+        # One session timed out waiting for LIST; it and the three after logged in first.
+        assert LosesInputSentWithTheLogin.lost == 3  # CAPA, LIST, UIDL, once
+        assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert "did not answer the commands sent along with the login" in caplog.text
+    assert message_ids(config, "alice@example.com") == sorted(f"<m{i}@test>" for i in range(1, 8))

@@ -139,6 +139,8 @@ class Collector(BatchDelivery):
         self._clock = clock
         self._slots: asyncio.Semaphore | None = None
         self.stop_requested = False
+        # Mailboxes whose server lost the commands sent along with AUTH PLAIN.
+        self._lockstep_login: set[str] = set()
 
     # -- set-up ------------------------------------------------------------
 
@@ -304,8 +306,9 @@ class Collector(BatchDelivery):
             raise
         await trust
         # The next session's connection (TCP, TLS, greeting, capabilities: four round
-        # trips) opens while this one delivers its last messages and QUITs. It does not
-        # log in before then, so the maildrop is never open twice.
+        # trips) opens once this one has sent its last RETR, while it downloads and
+        # delivers its last messages and QUITs. It does not log in before that QUIT, so
+        # the maildrop is never open twice.
         ahead: asyncio.Task[Pop3Client] | None = None
 
         def connect_ahead() -> None:
@@ -326,6 +329,16 @@ class Collector(BatchDelivery):
                 await _close_ahead(ahead)
         raise ProtocolError(f"{mailbox.host} kept offering new messages; stopping for now.")
 
+    async def _login(
+        self, client: Pop3Client, mailbox: MailboxConfig, password: str
+    ) -> tuple[dict[int, int], dict[int, str] | None]:
+        return await client.login_and_list(
+            mailbox.username,
+            password,
+            method=mailbox.auth,
+            with_auth=mailbox.name not in self._lockstep_login,
+        )
+
     async def _connected(self, mailbox: MailboxConfig) -> Pop3Client:
         client = self._pop3_factory(mailbox)
         await client.connect()
@@ -343,7 +356,7 @@ class Collector(BatchDelivery):
 
         ``connected``: the session's client, connected ahead (if that failed, the
         session connects again itself); ``connect_ahead`` is called when another
-        session will follow this one and its downloads are done.
+        session will follow this one and its last RETR is sent.
         """
         client: Pop3Client | None = None
         if connected is not None:
@@ -360,20 +373,28 @@ class Collector(BatchDelivery):
             if fresh:
                 await client.connect()
             try:
-                sizes, uidls = await client.login_and_list(
-                    mailbox.username, password, method=mailbox.auth
-                )
+                sizes, uidls = await self._login(client, mailbox, password)
             except NetworkError as error:
-                if fresh:
+                if client.login_pipelined:
+                    # RFC 2449 allows commands to follow AUTH PLAIN, but a server may
+                    # lose them (handing the connection over after the login, say).
+                    self._lockstep_login.add(mailbox.name)
+                    log.warning(
+                        "%s: %s did not answer the commands sent along with the login (%s); "
+                        "logging in first and listing after, from now on",
+                        mailbox.name,
+                        mailbox.host,
+                        error,
+                    )
+                elif fresh:
                     raise
-                # Opened ahead, it may have waited past the server's limit for a login.
-                log.info("%s: the connection opened ahead was lost (%s)", mailbox.name, error)
+                else:
+                    # Opened ahead, it may have waited past the server's limit for a login.
+                    log.info("%s: the connection opened ahead was lost (%s)", mailbox.name, error)
                 await client.close()
                 client = self._pop3_factory(mailbox)
                 await client.connect()
-                sizes, uidls = await client.login_and_list(
-                    mailbox.username, password, method=mailbox.auth
-                )
+                sizes, uidls = await self._login(client, mailbox, password)
             caps = client.capabilities
             if caps.expire == "0" and mailbox.leave_on_server_days > 0:
                 self.emit(

@@ -56,6 +56,7 @@ async def test_login_and_list_gives_what_the_separate_calls_give(
         assert sizes == {n: len(m) for n, m in enumerate(MESSAGES, 1)}
         assert uids == {n: m.uid for n, m in enumerate(server.messages, 1)}
         assert client.capabilities.expire == "0"  # the capabilities after login
+        assert client.login_pipelined is (pipelining and login == "plain")
         await client.quit()
     assert after_login == (with_pipelining if pipelining else without)
 
@@ -131,3 +132,19 @@ async def test_delete_and_quit_with_nothing_to_delete_just_quits(
         assert await client.delete_and_quit([]) == []
         assert not client.connected
     assert server.remaining == MESSAGES[:2]
+
+
+async def test_login_and_list_can_wait_for_the_login_before_the_rest(
+    make_client: ClientFactory,
+) -> None:
+    """For a server that loses what arrives with AUTH: the login alone, then the rest."""
+    server = FakePop3Server(MESSAGES, apop=False)
+    async with server, make_client(server) as client:
+        before = len(server.command_batches)
+        sizes, uids = await client.login_and_list("alice", "secret", with_auth=False)
+        after_login = server.command_batches[before:]
+        assert not client.login_pipelined
+        assert sizes == {n: len(m) for n, m in enumerate(MESSAGES, 1)}
+        assert uids == {n: m.uid for n, m in enumerate(server.messages, 1)}
+        await client.quit()
+    assert after_login == [1, 3]

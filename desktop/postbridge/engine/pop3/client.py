@@ -151,6 +151,8 @@ class Pop3Client:
         self.apop_timestamp: str | None = None
         self._capa_supported = False
         self._authenticated = False
+        # Whether the last login_and_list sent its commands along with AUTH PLAIN.
+        self.login_pipelined = False
 
     @property
     def connected(self) -> bool:
@@ -274,14 +276,22 @@ class Pop3Client:
             self._capabilities_after_login(status, body)
 
     async def login_and_list(
-        self, username: str, password: str, *, method: LoginMethod = "auto"
+        self,
+        username: str,
+        password: str,
+        *,
+        method: LoginMethod = "auto",
+        with_auth: bool = True,
     ) -> tuple[dict[int, int], dict[int, str] | None]:
         """:meth:`login`, then :meth:`list_all` and :meth:`uidl_all`.
 
         With PIPELINING the capabilities after login, LIST and UIDL are asked in
         one round trip instead of three: at an ISP 50 ms away that is 0.1 s off
-        every session.
+        every session. RFC 2449 lets them follow AUTH PLAIN in the same write;
+        ``with_auth=False`` sends them only after its reply, for a server that
+        loses what arrived with the login (:attr:`login_pipelined` says which).
         """
+        self.login_pipelined = False
         if not self.capabilities.pipelining:
             await self.login(username, password, method=method)
             return await self.list_all(), await self.uidl_all()
@@ -291,13 +301,14 @@ class Pop3Client:
         # USER/PASS and APOP go first on their own: a password is never sent after a
         # refused user name.
         chosen = self.choose_login_method(method)
-        plain = plain_command(username, password) if chosen == "plain" else None
+        plain = plain_command(username, password) if chosen == "plain" and with_auth else None
         if plain is None:
             await self._authenticate(username, password, chosen)
         async with conn.guard():
             capa = self._capa_supported
             after = [*([b"CAPA"] if capa else []), b"LIST", b"UIDL"]
             if plain is not None:
+                self.login_pipelined = True
                 await conn.send(plain, *after, secret=True)
                 await auth.plain_reply(conn, username)
                 self._authenticated = True
