@@ -376,8 +376,9 @@ class Collector(BatchDelivery):
                 sizes, uidls = await self._login(client, mailbox, password)
             except NetworkError as error:
                 if client.login_pipelined:
-                    # RFC 2449 allows commands to follow AUTH PLAIN, but a server may
-                    # lose them (handing the connection over after the login, say).
+                    # The login was accepted, what followed it in the same write went
+                    # unanswered: RFC 2449 allows commands to follow AUTH PLAIN, but a
+                    # server may lose them (handing the connection over after the login).
                     self._lockstep_login.add(mailbox.name)
                     log.warning(
                         "%s: %s did not answer the commands sent along with the login (%s); "

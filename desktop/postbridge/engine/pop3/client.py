@@ -151,7 +151,8 @@ class Pop3Client:
         self.apop_timestamp: str | None = None
         self._capa_supported = False
         self._authenticated = False
-        # Whether the last login_and_list sent its commands along with AUTH PLAIN.
+        # Whether the last login_and_list sent its commands along with AUTH PLAIN,
+        # which the server accepted (what followed may still have gone unanswered).
         self.login_pipelined = False
 
     @property
@@ -308,10 +309,10 @@ class Pop3Client:
             capa = self._capa_supported
             after = [*([b"CAPA"] if capa else []), b"LIST", b"UIDL"]
             if plain is not None:
-                self.login_pipelined = True
                 await conn.send(plain, *after, secret=True)
                 await auth.plain_reply(conn, username)
                 self._authenticated = True
+                self.login_pipelined = True
             else:
                 await conn.send(*after)
             if capa:
