@@ -671,7 +671,8 @@ async def test_a_server_that_loses_commands_sent_with_the_login_gets_them_after_
             await collector.aclose()
         assert result.ok, result.summaries
         assert srv.remaining == []
-        # One session timed out waiting for LIST; it and the three after logged in first.
+        # One session timed out waiting for LIST; its retry and the sessions after it
+        # logged in first, listing after.
         assert LosesInputSentWithTheLogin.lost == 3  # CAPA, LIST, UIDL, once
         assert [len(batch) for batch in srv.committed] == [3, 3, 1]
     assert "did not answer the commands sent along with the login" in caplog.text
