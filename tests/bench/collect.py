@@ -50,7 +50,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -235,8 +234,7 @@ class Bench:
         user = self.fill(corpus)
         isp = tools.Isp("localhost", port, user, PASSWORD, self.dovecot.ca_file)
         office = tools.Office(self.office.host, self.office.smtp_port, RECIPIENT)
-        work = Path(tempfile.mkdtemp(prefix="run-", dir=self.runs_root))
-        work.chmod(0o755)
+        work = make_root("run-", self.runs_root)
         # Every tool starts on a quiet disk: what the runs before wrote (and the mailbox just
         # filled) is written back now, not while the next tool's fsyncs wait behind it.
         os.sync()

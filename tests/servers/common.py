@@ -92,13 +92,14 @@ def free_port() -> int:
         return port
 
 
-def make_root(prefix: str) -> Path:
-    """A fresh directory under the system temp dir that the mail user can traverse.
+def make_root(prefix: str, parent: Path | None = None) -> Path:
+    """A fresh directory under the system temp dir (or ``parent``) that the mail user can
+    traverse.
 
     Not under pytest's tmp_path: its root is mode 0700 (unreachable for dovecot's and
     postfix's unprivileged processes) and its paths are too long for Unix sockets.
     """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     root.chmod(0o755)
     return root
 
