@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from postbridge.engine.delivery import maildir
 from postbridge.engine.delivery.base import DeliveryJob
+from postbridge.engine.delivery.groupsync import FileSystemSync
 from postbridge.engine.delivery.maildir import MaildirTarget, crlf_to_lf, folder_name
 from postbridge.engine.errors import StorageError
 
@@ -179,6 +180,15 @@ def test_folder_name_lowercases():
     assert folder_name("Bob.Smith@Example.COM") == "bob.smith@example.com"
 
 
+@pytest.fixture
+def per_file_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portable way (Windows, macOS, other file systems): an fsync per copy and folder.
+
+    On Linux the batch is otherwise made durable by syncfs (test_groupsync.py).
+    """
+    monkeypatch.setattr(FileSystemSync, "open", classmethod(lambda cls, path: None))
+
+
 def spy_on_disk_steps(monkeypatch: pytest.MonkeyPatch, *, inodes: bool = False) -> list[str]:
     """From now on, record each fsync (of a file or a folder) and each rename, in order.
 
@@ -204,7 +214,7 @@ def spy_on_disk_steps(monkeypatch: pytest.MonkeyPatch, *, inodes: bool = False) 
 
 
 async def test_file_is_fsynced_before_rename_and_directory_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_file_fsync: None
 ):
     target = MaildirTarget(root=tmp_path / "Mail")
     await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
@@ -217,7 +227,7 @@ async def test_file_is_fsynced_before_rename_and_directory_after(
 
 
 async def test_disk_full_is_temporary_and_leaves_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_file_fsync: None
 ):
     target = MaildirTarget(root=tmp_path / "Mail")
     await target.check()
@@ -314,7 +324,7 @@ def test_a_job_needs_exactly_one_source(tmp_path: Path) -> None:
 
 
 async def test_a_batch_fsyncs_each_file_before_its_rename_and_each_folder_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_file_fsync: None
 ):
     target = MaildirTarget(root=tmp_path / "Mail")
     await target.deliver(make_job(tmp_path, "bob@example.com"))  # creates the folders
