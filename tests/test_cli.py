@@ -249,6 +249,30 @@ def test_run_polls_until_sigterm(tmp_path: Path) -> None:
     assert server.remaining == []
 
 
+def test_a_command_run_as_a_program_leaves_nothing_unsaid_or_unrecorded(
+    tmp_path: Path, pop3: FakePop3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m postbridge``: after a command the process skips the interpreter's
+    teardown (cli.console); its output, exit code and ledger are complete all the same."""
+    config = write_config(tmp_path, pop3.port)
+    command = [sys.executable, "-m", "postbridge", "--config", str(config), "poll", "--once"]
+    SecretStore().set("alice", "not-the-password")
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == cli.EXIT_FAILED
+    assert "ERROR" in failed.stdout and "password" in failed.stdout.lower()
+
+    SecretStore().set("alice", PASSWORD)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    # The last line, printed just before the process left: flushed, not lost.
+    assert done.stdout.rstrip().endswith(
+        "alice: 3 downloaded, 3 delivered, 0 kept on server, 3 removed from server, 0 quarantined"
+    )
+    assert pop3.remaining == []
+    code, out, _ = run(capsys, "--config", str(config), "history")
+    assert code == cli.EXIT_OK and out.count("delivered") == 3
+
+
 def test_app_without_a_desktop_session_says_what_to_do(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

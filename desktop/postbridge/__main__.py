@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from postbridge.cli import main
+from postbridge.cli import console
 
-raise SystemExit(main())
+console()

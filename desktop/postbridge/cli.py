@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from postbridge import __version__
 from postbridge.engine import config as configmod
@@ -488,7 +489,31 @@ def no_display_problem(environ: Mapping[str, str] | None = None) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return _run(parser, parser.parse_args(argv))
+
+
+def console() -> NoReturn:
+    """The ``postbridge`` command: console script, ``python -m postbridge``, frozen app.
+
+    A command (``poll --once``, ``secret set`` ...) leaves without the interpreter's
+    teardown, which frees every object one by one and joins idle worker threads:
+    ~20 ms of a 0.6 s poll of 1,000 messages, for nothing. By then :func:`_run` has
+    closed the ledger (each command closes what it opened, awaiting every worker
+    thread's task) and the log files; only the standard streams are flushed here.
+    The tray app and the self-test (no command) exit the ordinary way.
+    """
+    parser = build_parser()
+    args = parser.parse_args()
+    code = _run(parser, args)
+    if args.command is None or args.self_test:
+        raise SystemExit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (postbridge ... | head)
+            stream.flush()
+    os._exit(code)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.self_test:  # before logging: the self-test writes nothing outside a temp folder
         from postbridge.app.selftest import run_self_test
 
@@ -532,4 +557,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()
