@@ -42,6 +42,12 @@ __all__ = ["MAX_IN_MEMORY", "READ_SIZE", "REDACTED", "OpenConnection", "Pop3Conn
 logger = logging.getLogger("postbridge.pop3")
 
 READ_SIZE = 64 * 1024
+# asyncio's stream stops reading the socket when twice its limit waits unread, and
+# starts again once it is read: with its default 64 KiB a fast download of small
+# messages stopped and restarted the socket every few messages (two epoll changes and
+# a hop through the event loop each time). Up to 2 MiB now waits instead, which
+# made 1,000 x 20 KB ~4% faster in the benchmark.
+STREAM_LIMIT = 1024 * 1024
 # RFC 2449 §4 limits a status line to 512 octets; we allow more for sloppy
 # servers but not without bound, so garbage without a newline cannot eat memory.
 MAX_STATUS_LINE = 8 * 1024
@@ -71,7 +77,9 @@ async def asyncio_open_connection(
     host: str, port: int, *, ssl: SSLContext | None, server_hostname: str | None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """The default seam: a real TCP connection."""
-    return await asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname)
+    return await asyncio.open_connection(
+        host, port, ssl=ssl, server_hostname=server_hostname, limit=STREAM_LIMIT
+    )
 
 
 def redact(command: bytes) -> str:
