@@ -9,6 +9,7 @@ delivered twice, and the next cycle finishing the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -638,6 +639,34 @@ async def test_a_failure_in_flight_does_not_cut_short_the_other_delivery(
         await collector.aclose()
     assert again.ok and server.remaining == []
     assert len(target.jobs) == 5  # each message once, over both cycles
+
+
+class DropsInputBeforeItsGreeting(FakePop3Session):
+    """Throws away what arrives in the 0.2 s before it greets: a CAPA sent early is lost."""
+
+    dropped = 0
+
+    async def run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                while chunk := await self.reader.read(65536):
+                    DropsInputBeforeItsGreeting.dropped += chunk.count(b"\n")
+        await super().run()
+
+
+async def test_a_server_that_drops_a_capa_sent_before_its_greeting_gets_it_after(
+    tmp_path: Path, secrets: SecretStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    DropsInputBeforeItsGreeting.dropped = 0
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, DropsInputBeforeItsGreeting)
+    assert result.ok, result.summaries
+    assert srv.remaining == []
+    # The first connection timed out waiting for the CAPA's answer; the one opened in its
+    # place, and every one after it, waited for the greeting first.
+    assert DropsInputBeforeItsGreeting.dropped == 1
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert result.summaries[0].delivered == 7  # each message once
+    assert "did not answer the CAPA sent before its greeting" in caplog.text
 
 
 class LosesInputSentWithTheLogin(FakePop3Session):

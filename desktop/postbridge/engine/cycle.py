@@ -139,7 +139,8 @@ class Collector(BatchDelivery):
         self._clock = clock
         self._slots: asyncio.Semaphore | None = None
         self.stop_requested = False
-        # Mailboxes whose server lost the commands sent along with AUTH PLAIN.
+        # Mailboxes whose server lost commands sent ahead of their turn (a CAPA before
+        # the greeting, commands along with AUTH PLAIN): sent one at a time there.
         self._lockstep_login: set[str] = set()
 
     # -- set-up ------------------------------------------------------------
@@ -340,9 +341,32 @@ class Collector(BatchDelivery):
         )
 
     async def _connected(self, mailbox: MailboxConfig) -> Pop3Client:
+        """A client connected to ``mailbox``'s server (greeting and capabilities read)."""
         client = self._pop3_factory(mailbox)
-        await client.connect()
+        client.capa_before_greeting = mailbox.name not in self._lockstep_login
+        try:
+            await client.connect()
+        except NetworkError as error:
+            if not client.capa_sent_early:
+                raise
+            # Connected, CAPA sent before the greeting was read, then nothing: a server
+            # may throw away what arrives before it greets. Once more, waiting for it.
+            self._lockstep(mailbox, "the CAPA sent before its greeting", error)
+            client = self._pop3_factory(mailbox)
+            client.capa_before_greeting = False
+            await client.connect()
         return client
+
+    def _lockstep(self, mailbox: MailboxConfig, what: str, error: PostbridgeError) -> None:
+        """From now on (this process), send ``mailbox``'s commands one at a time at login."""
+        self._lockstep_login.add(mailbox.name)
+        log.warning(
+            "%s: %s did not answer %s (%s); sending one command at a time, from now on",
+            mailbox.name,
+            mailbox.host,
+            what,
+            error,
+        )
 
     async def _session(
         self,
@@ -367,11 +391,9 @@ class Collector(BatchDelivery):
                 log.info("%s: the connection opened ahead failed (%s)", mailbox.name, error)
         fresh = client is None
         if client is None:
-            client = self._pop3_factory(mailbox)
+            client = await self._connected(mailbox)
         committed = False
         try:
-            if fresh:
-                await client.connect()
             try:
                 sizes, uidls = await self._login(client, mailbox, password)
             except NetworkError as error:
@@ -379,22 +401,14 @@ class Collector(BatchDelivery):
                     # The login was accepted, what followed it in the same write went
                     # unanswered: RFC 2449 allows commands to follow AUTH PLAIN, but a
                     # server may lose them (handing the connection over after the login).
-                    self._lockstep_login.add(mailbox.name)
-                    log.warning(
-                        "%s: %s did not answer the commands sent along with the login (%s); "
-                        "logging in first and listing after, from now on",
-                        mailbox.name,
-                        mailbox.host,
-                        error,
-                    )
+                    self._lockstep(mailbox, "the commands sent along with the login", error)
                 elif fresh:
                     raise
                 else:
                     # Opened ahead, it may have waited past the server's limit for a login.
                     log.info("%s: the connection opened ahead was lost (%s)", mailbox.name, error)
                 await client.close()
-                client = self._pop3_factory(mailbox)
-                await client.connect()
+                client = await self._connected(mailbox)
                 sizes, uidls = await self._login(client, mailbox, password)
             caps = client.capabilities
             if caps.expire == "0" and mailbox.leave_on_server_days > 0:

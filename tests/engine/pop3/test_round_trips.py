@@ -9,12 +9,14 @@ sent before the first reply came back.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from typing import Any, ClassVar
 
 import pytest
 
 from postbridge.engine.errors import AuthError, NetworkError, ServerTemporaryError
-from tests.engine.pop3.conftest import ClientFactory
+from tests.engine.pop3.conftest import Certs, ClientFactory
 from tests.fakes.pop3 import FakePop3Server, FakePop3Session
 
 MESSAGES = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(1, 8)]
@@ -148,3 +150,48 @@ async def test_login_and_list_can_wait_for_the_login_before_the_rest(
         assert uids == {n: m.uid for n, m in enumerate(server.messages, 1)}
         await client.quit()
     assert after_login == [1, 3]
+
+
+class GreetsLate(FakePop3Session):
+    """Greets only after up to 0.2 s, noting what the client sent before it."""
+
+    before_greeting: ClassVar[list[bytes]] = []
+
+    async def run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                while b"\n" not in self.buffer and (chunk := await self.reader.read(65536)):
+                    self.buffer += chunk
+        GreetsLate.before_greeting.append(self.buffer)
+        await super().run()
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_capa_goes_out_before_the_greeting_is_read(
+    make_client: ClientFactory, early: bool
+) -> None:
+    """The greeting and the capabilities come back together: a round trip fewer per
+    connection. ``capa_before_greeting = False`` (a server that lost it) waits first."""
+    GreetsLate.before_greeting = []
+    async with FakePop3Server(MESSAGES, session_class=GreetsLate) as server:
+        client = make_client(server)
+        client.capa_before_greeting = early
+        async with client:
+            assert client.capa_sent_early is early
+            assert client.capabilities.pipelining and client.apop_timestamp
+            await client.login_and_list("alice", "secret")
+            await client.quit()
+    assert GreetsLate.before_greeting == [b"CAPA\r\n" if early else b""]
+
+
+async def test_with_stls_nothing_goes_out_before_the_greeting(
+    certs: Certs, make_client: ClientFactory
+) -> None:
+    GreetsLate.before_greeting = []
+    async with FakePop3Server(
+        MESSAGES, stls_context=certs.server, session_class=GreetsLate
+    ) as server:
+        client = make_client(server, security="starttls", ssl_context=certs.client)
+        async with client:
+            assert client.encrypted and not client.capa_sent_early
+    assert GreetsLate.before_greeting == [b""]

@@ -155,6 +155,10 @@ class Pop3Client:
         # Whether the last login_and_list sent its commands along with AUTH PLAIN,
         # which the server accepted (what followed may still have gone unanswered).
         self.login_pipelined = False
+        # CAPA goes out before the greeting is read (not with STLS); the caller turns
+        # it off for a server that lost it. ``capa_sent_early``: it was, this time.
+        self.capa_before_greeting = True
+        self.capa_sent_early = False
 
     @property
     def connected(self) -> bool:
@@ -204,8 +208,15 @@ class Pop3Client:
 
     async def _handshake(self) -> None:
         conn = self._conn
+        # The greeting and the capabilities then arrive together: one round trip fewer
+        # per connection (RFC 1939 has the client wait, but a server reads its input
+        # only after greeting, so what came early simply waits for it).
+        early = self.capa_before_greeting and self.security != "starttls"
+        if early:
+            await conn.send(b"CAPA")
+            self.capa_sent_early = True
         greeting = await conn.read_status()
-        conn.in_sync = True
+        conn.in_sync = not early
         if not greeting.ok:
             raise conn.status_error(
                 greeting,
@@ -217,7 +228,11 @@ class Pop3Client:
             )
         self.greeting = greeting.text
         self.apop_timestamp = greeting_timestamp(greeting.text)
-        await self._refresh_capabilities()
+        if early:
+            self._take_capabilities(*await conn.read_multi(b"CAPA"))
+            conn.in_sync = True
+        else:
+            await self._refresh_capabilities()
         if self.security == "starttls":
             # We try STLS even if CAPA did not list it (servers without CAPA
             # may still have it); the server's -ERR is what "not offered" means.
@@ -235,7 +250,9 @@ class Pop3Client:
             await self._refresh_capabilities()
 
     async def _refresh_capabilities(self) -> None:
-        status, body = await self._conn.multi(b"CAPA")
+        self._take_capabilities(*await self._conn.multi(b"CAPA"))
+
+    def _take_capabilities(self, status: Status, body: bytes | None) -> None:
         if not status.ok or body is None:
             # RFC 1939-only server: no extensions assumed, everything still works.
             self._capa_supported = False
