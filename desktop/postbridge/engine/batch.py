@@ -100,7 +100,7 @@ class SessionWork:
     summary: MailboxSummary
     ids: dict[int, int]  # message number -> ledger id
     deletable: list[int]  # message numbers safe to DELE
-    # Called once the downloads of a session that another will follow are done.
+    # Called once the downloads of a session that another will follow near their end.
     connect_ahead: Callable[[], None] | None = None
 
 

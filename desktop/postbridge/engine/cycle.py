@@ -306,10 +306,10 @@ class Collector(BatchDelivery):
             await asyncio.gather(trust, return_exceptions=True)  # its error says less
             raise
         await trust
-        # The next session's connection (TCP, TLS, greeting, capabilities: four round
-        # trips) opens once this one has sent its last RETR, while it downloads and
-        # delivers its last messages and QUITs. It does not log in before that QUIT, so
-        # the maildrop is never open twice.
+        # The next session's connection (TCP, TLS, greeting and capabilities: three
+        # round trips) opens when this one has sent its last RETR and has at most 64
+        # replies to read, while it downloads and delivers its last messages and QUITs.
+        # It does not log in before that QUIT, so the maildrop is never open twice.
         ahead: asyncio.Task[Pop3Client] | None = None
 
         def connect_ahead() -> None:
@@ -380,7 +380,7 @@ class Collector(BatchDelivery):
 
         ``connected``: the session's client, connected ahead (if that failed, the
         session connects again itself); ``connect_ahead`` is called when another
-        session will follow this one and its last RETR is sent.
+        session will follow this one and its last downloads are under way.
         """
         client: Pop3Client | None = None
         if connected is not None:
@@ -503,8 +503,8 @@ class Collector(BatchDelivery):
             log.info("%s: message %d could not be retrieved: %s", mailbox.name, num, error)
             self.ledger.forget_listed(mailbox.name, [uidls[num]])
 
-        # The next session's connection opens as soon as the last RETR is sent: its
-        # four round trips then overlap this session's last downloads and its QUIT.
+        # The next session's connection opens near the end of the downloads: its round
+        # trips then overlap this session's last downloads and its QUIT.
         ahead = session.connect_ahead if len(fetch) > len(batch) else None
         try:
             try:
@@ -513,7 +513,7 @@ class Collector(BatchDelivery):
                     open_sink=open_sink,
                     on_complete=on_complete,
                     on_error=on_error,
-                    on_all_sent=ahead,
+                    on_nearly_done=ahead,
                 )
             except PostbridgeError:
                 # Complete downloads are delivered even when the line dropped after them.

@@ -437,11 +437,11 @@ async def test_traffic_log_shows_commands_not_bodies(
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
-async def test_on_all_sent_comes_once_when_the_last_retr_is_on_its_way(
+async def test_on_nearly_done_comes_once_when_few_replies_are_left(
     make_client: ClientFactory, pipelining: bool
 ) -> None:
-    """The caller's cue to open the next session's connection: once, as the last RETR
-    goes out, while the replies to the commands in flight are still to come."""
+    """The caller's cue to open the next session's connection: once, when the last RETR
+    is out and at most ``nearly_done`` replies are still to come."""
     messages = [b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(1, 11)]
     server = FakePop3Server(messages, pipelining=pipelining)
     completed_at_cue: list[int] = []
@@ -453,10 +453,11 @@ async def test_on_all_sent_comes_once_when_the_last_retr_is_on_its_way(
             open_sink=recorder.open_sink,
             on_complete=recorder.on_complete,
             window=4,
-            on_all_sent=lambda: completed_at_cue.append(len(recorder.completed)),
+            on_nearly_done=lambda: completed_at_cue.append(len(recorder.completed)),
+            nearly_done=3,
         )
         await client.quit()
     assert len(recorder.completed) == 10
-    # Pipelined, the last two go out (topped up at half the window of 4) with replies to
-    # up to four commands still unread; in lock step the last goes out after nine replies.
-    assert completed_at_cue == ([6] if pipelining else [9])
+    # Pipelined, the last RETR is out after six replies (topped up at half the window of 4),
+    # and three replies are left after seven; in lock step it goes out after nine replies.
+    assert completed_at_cue == ([7] if pipelining else [9])

@@ -75,6 +75,10 @@ _WARNED: set[tuple[str, str]] = set()
 # shallow one stalls a slow line once per top-up: 128 made 1,000 x 20 KB at 50 ms
 # ~800 msg/s where 512 makes ~970. The benchmark (tests/bench/collect.py) measures both.
 DEFAULT_RETR_WINDOW = 512
+# retr_many's cue that its end is near (the next session's connection opens then):
+# early enough to cover that connection's round trips, late enough that it does not
+# sit idle through a long download (a server may close it).
+NEARLY_DONE = 64
 DEFAULT_DELE_WINDOW = 512
 
 
@@ -458,7 +462,8 @@ class Pop3Client:
         on_complete: Callable[[int, SinkT], Awaitable[object]],
         on_error: Callable[[int, PostbridgeError], object] | None = None,
         window: int = DEFAULT_RETR_WINDOW,
-        on_all_sent: Callable[[], object] | None = None,
+        on_nearly_done: Callable[[], object] | None = None,
+        nearly_done: int = NEARLY_DONE,
     ) -> int:
         """Stream many messages, pipelined if the server allows; return how many completed.
 
@@ -482,8 +487,8 @@ class Pop3Client:
         of the message in progress never reached ``on_complete`` and holds a
         partial message that the caller must discard.
 
-        ``on_all_sent()`` is called once the last RETR is on its way (the
-        replies to up to ``window`` commands are still to come).
+        ``on_nearly_done()`` is called once, when the last RETR is on its way and
+        at most ``nearly_done`` replies are still to come.
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
@@ -503,8 +508,9 @@ class Pop3Client:
                     await conn.send(*[b"RETR " + _msgnum(n) for n in batch])
                     pending.extend(batch)
                     sent += len(batch)
-                    if sent == len(todo) and on_all_sent is not None:
-                        on_all_sent()
+                if on_nearly_done and sent == len(todo) and len(pending) <= nearly_done:
+                    on_nearly_done()
+                    on_nearly_done = None
                 if not pending:
                     break
                 msgnum = pending.popleft()
