@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from postbridge.engine.errors import StorageError
 from postbridge.engine.ledger import (
+    DELETING,
     DELIVERED,
     QUARANTINED,
     REMOVED,
@@ -217,3 +219,31 @@ def test_spool_big_message_streams_to_its_file(tmp_path: Path) -> None:
         aborted.write(chunk)
     aborted.abort()
     assert not aborted.temp.exists()
+
+
+def test_deleting_is_durable_and_removed_is_found_again_if_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELE follows a durable "deleting"; "removed" (after the QUIT) is not worth a disk
+    flush: lost in a power cut, the next listing finds the message gone all the same."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ids = ledger.add_listed("box", [("u1", 10), ("u2", 20)])
+    flushed: list[bool] = []
+    real = Ledger._transaction
+
+    def spy(self: Ledger, durable: bool) -> Iterator[sqlite3.Connection]:
+        flushed.append(durable)
+        return real(self, durable)
+
+    monkeypatch.setattr(Ledger, "_transaction", spy)
+    ledger.mark_server(list(ids.values()), DELETING)
+    ledger.mark_server([ids["u1"]], REMOVED)
+    assert flushed == [True, False]
+    # As if the power went before "removed" of u2 reached the disk: u2 is still
+    # "deleting", and the next session's listing (without u2) says removed.
+    row = ledger.get(ids["u2"])
+    assert row is not None and row.server == DELETING
+    assert ledger.mark_gone("box", set()) == 1
+    row = ledger.get(ids["u2"])
+    assert row is not None and row.server == REMOVED
+    ledger.close()

@@ -587,9 +587,13 @@ class Ledger:
 
     @_serialized
     def mark_server(self, ids: Iterable[int], server: str) -> None:
-        """Record what is known of the ISP copies; durable, as DELE follows ``deleting``."""
+        """Record what is known of the ISP copies; durable, as DELE follows ``deleting``.
+
+        ``removed`` need not be: lost in a power cut, the row says ``deleting`` and the
+        next session's listing shows the message gone (:meth:`mark_gone`).
+        """
         now = self._clock() if server == REMOVED else None
-        with self.transaction(durable=True) as db:
+        with self.transaction(durable=server != REMOVED) as db:
             db.executemany(
                 "UPDATE messages SET server = ?, removed_at = COALESCE(?, removed_at) WHERE id = ?",
                 [(server, now, i) for i in ids],
