@@ -67,10 +67,11 @@ _SPECIALS = frozenset("<>,;:@.")
 _WSP = frozenset(" \t\r\n")
 # An atom runs to white space, a special, a quote, a parenthesis or "[".
 _ATOM_RE = re.compile(r'[^ \t\r\n<>,;:@."()\[]+')
-_DOT_ATOM_RE = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
-    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+)*"
-)
+# atext (RFC 5322 §3.2.3) or any non-ASCII character, spelt as what it is not: the
+# same set as [A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-], which re took ~3 ms to
+# compile at every start-up (a range up to U+10FFFF); this one ~0.1 ms.
+_ATEXT = r"[^\x00-\x20\"(),.:;<>@\[\\\]\x7f]"
+_DOT_ATOM_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _LABEL_RE = re.compile(r"[^\s@<>()\[\],;:\"\\.\ufffd]+")
 _MAX_LOCAL = 256
 _MAX_DOMAIN = 255
