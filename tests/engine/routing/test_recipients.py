@@ -180,3 +180,17 @@ def test_received_for(value: str, addresses: list[str]) -> None:
 )
 def test_message_id(head: bytes, mid: str | None) -> None:
     assert message_id(head) == mid
+
+
+def test_a_dot_atom_is_atext_or_non_ascii_between_single_dots() -> None:
+    """The pattern names what atext is not (it compiles 30 times faster that way)."""
+    import string
+
+    from postbridge.engine.routing.recipients import _DOT_ATOM_RE
+
+    atext = set(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+    for code in [*range(0x300), 0xFFFD, 0xFEFF, 0x10FFFF, 0x1F600]:
+        char = chr(code)
+        assert bool(_DOT_ATOM_RE.fullmatch(char)) is (char in atext or code >= 0x80), hex(code)
+    assert _DOT_ATOM_RE.fullmatch("jörg.o'brien+tag")
+    assert not _DOT_ATOM_RE.fullmatch("a..b") and not _DOT_ATOM_RE.fullmatch(".a")
