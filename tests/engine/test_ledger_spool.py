@@ -247,3 +247,17 @@ def test_deleting_is_durable_and_removed_is_found_again_if_lost(
     row = ledger.get(ids["u2"])
     assert row is not None and row.server == REMOVED
     ledger.close()
+
+
+def test_by_uid_reads_only_the_rows_asked_for(tmp_path: Path) -> None:
+    """A session looks up what the server lists now, not the mailbox's whole history
+    (which grows by every message ever collected)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ids = ledger.add_listed("box", [(f"u{n}", n) for n in range(1200)])
+    ledger.add_listed("other", [("u1", 1)])
+    asked = [f"u{n}" for n in range(0, 1200, 2)] + ["never-seen"]
+    known = ledger.by_uid("box", asked)
+    assert sorted(known) == sorted(asked[:-1])  # 600: more than one chunk of 500
+    assert all(known[u].id == ids[u] and known[u].source == "box" for u in known)
+    assert ledger.by_uid("box", []) == {}
+    ledger.close()

@@ -456,7 +456,7 @@ class Collector(BatchDelivery):
         uidls: dict[int, str],
     ) -> bool:
         mailbox, summary = session.mailbox, session.summary
-        known = self.ledger.by_uid(mailbox.name)
+        known = self.ledger.by_uid(mailbox.name, uidls.values())
         self.ledger.mark_gone(mailbox.name, set(uidls.values()))
         fetch: list[int] = []
         kept = 0

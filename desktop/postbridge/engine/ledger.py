@@ -312,8 +312,11 @@ class Ledger:
         return Row.from_sql(r) if r else None
 
     @_serialized
-    def by_uid(self, source: str) -> dict[str, Row]:
-        rows = self._db.execute("SELECT * FROM messages WHERE source = ?", (source,))
+    def by_uid(self, source: str, uids: Iterable[str]) -> dict[str, Row]:
+        """The rows of these UIDs (those on the server now), not the mailbox's whole history."""
+        rows = self._select_in(
+            "SELECT * FROM messages WHERE source = ? AND uid", list(uids), source
+        )
         return {r["uid"]: Row.from_sql(r) for r in rows}
 
     @_serialized

@@ -97,10 +97,10 @@ async def dry_run(
     items: list[PreviewItem] = []
     try:
         for mailbox in selected:
-            known = ledger.by_uid(mailbox.name) if ledger else {}
-            for number, size, uid, head in await _heads(
-                mailbox, secrets=secrets, factory=factory, limit=None
-            ):
+            heads = await _heads(mailbox, secrets=secrets, factory=factory, limit=None)
+            uids = [uid for _, _, uid, _ in heads if uid]
+            known = ledger.by_uid(mailbox.name, uids) if ledger else {}
+            for number, size, uid, head in heads:
                 meta = metamod.extract(split_header_block(head)[0])
                 row = known.get(uid) if uid else None
                 items.append(
