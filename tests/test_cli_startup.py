@@ -1,7 +1,8 @@
 """What ``postbridge poll --once`` loads: only what a poll needs (start-up time, issue 7).
 
 The benchmark runs ``poll --once`` as a child process, so every import on its way counts. These
-tests pin the heavy ones a plain poll must not pay for: aiosmtpd (only ATRN receives mail), Qt
+tests pin the heavy ones a plain poll must not pay for: aiosmtpd (only ATRN receives mail), the
+signals and the SMTP client (only a poll that sends a signal or delivers by SMTP), Qt
 and the app (only the tray app), tomli_w (only writing the config), and keyring until a password
 is read (``status``, ``history``, ``--help`` never read one). They look at ``sys.modules`` in a
 fresh interpreter, not at a clock, so a busy machine cannot make them flaky.
@@ -20,6 +21,8 @@ from tests.test_cli import PASSWORD, message, write_config
 
 NOT_ON_THE_POLL_PATH = (
     "aiosmtpd",
+    "postbridge.engine.signals",  # no online signal configured: neither ETRN
+    "postbridge.engine.delivery.smtpclient",  # nor the SMTP client it speaks with
     "postbridge.engine.signals.atrn",
     "PySide6",
     "shiboken6",

@@ -190,10 +190,8 @@ async def _poll(
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    from postbridge.engine.signals import signal_before_poll
-
     config = _load(args)
-    if not config.mailboxes and not signal_before_poll(config):
+    if not config.mailboxes and not configmod.signal_before_poll(config):
         _err(f"No mailboxes are configured in {config.path}; add a [[mailbox]] section.")
         return EXIT_CONFIG
     if args.mailbox:

@@ -41,6 +41,8 @@ ENVELOPE_HEADERS = (
     "Received",
 )
 RESERVED_NAMES = ("delivery", "signal")
+# The ledger source of mail that arrives by ATRN: the reserved mailbox name "signal".
+SIGNAL_SOURCE = "signal"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.?[^@\s<>,;]*$")
 DOMAIN_RE = re.compile(
@@ -569,3 +571,14 @@ __all__ = [
     "save",
     "to_dict",
 ]
+
+
+def signal_before_poll(config: Config) -> bool:
+    """Whether a poll cycle should send the online signal first.
+
+    Here rather than with the signals, so that a poll that sends none never loads
+    them (ETRN, the SMTP client: a few ms of every ``poll --once``).
+    """
+    return (
+        config.signal is not None and config.signal.enabled and config.signal.when == "before-poll"
+    )

@@ -48,7 +48,8 @@ from typing import Any
 
 from postbridge.engine import meta as metamod
 from postbridge.engine.batch import Arrival, BatchDelivery, SessionWork
-from postbridge.engine.config import Config, MailboxConfig
+from postbridge.engine.config import SIGNAL_SOURCE as INBOUND_SOURCE
+from postbridge.engine.config import Config, MailboxConfig, signal_before_poll
 from postbridge.engine.delivering import DAY
 from postbridge.engine.delivery.base import DeliveryTarget
 from postbridge.engine.errors import NetworkError, PostbridgeError, ProtocolError
@@ -80,13 +81,6 @@ from postbridge.engine.paths import DataPaths
 from postbridge.engine.pipeline import Pipeline
 from postbridge.engine.pop3.client import Pop3Client
 from postbridge.engine.secrets import SecretStore
-from postbridge.engine.signals import SOURCE as INBOUND_SOURCE
-from postbridge.engine.signals import (
-    failed_signal,
-    send_signal,
-    signal_before_poll,
-    signal_mailbox,
-)
 from postbridge.engine.spool import Spool, SpoolWriter
 from postbridge.engine.tls import client_context
 
@@ -209,6 +203,8 @@ class Collector(BatchDelivery):
         """
         if not self.ledger.in_state(SPOOLED, source=INBOUND_SOURCE):
             return None
+        from postbridge.engine.signals import signal_mailbox  # loaded only when needed
+
         cfg = self.config.signal
         mailbox = (
             signal_mailbox(cfg)
@@ -242,6 +238,8 @@ class Collector(BatchDelivery):
         try:
             lock.acquire()
         except PostbridgeError as exc:
+            from postbridge.engine.signals import failed_signal
+
             return failed_signal(self.config, exc, events=self.emit)
         try:
             self.spool.clean_partial()
@@ -250,6 +248,8 @@ class Collector(BatchDelivery):
             lock.release()
 
     async def _send_signal(self) -> SignalSummary:
+        from postbridge.engine.signals import send_signal  # ETRN, the SMTP client: a few ms
+
         return await send_signal(self.config, host=self, secrets=self.secrets, events=self.emit)
 
     @staticmethod

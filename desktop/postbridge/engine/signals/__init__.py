@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from postbridge.engine.config import Config, MailboxConfig, SignalConfig
+from postbridge.engine.config import Config, MailboxConfig, SignalConfig, signal_before_poll
 from postbridge.engine.delivery.smtpclient import OpenConnection
 from postbridge.engine.errors import ConfigError, PostbridgeError
 from postbridge.engine.events import (
@@ -68,15 +68,6 @@ def signal_mailbox(cfg: SignalConfig) -> MailboxConfig:
         security=cfg.security,
         username=cfg.username,
         local_domains=tuple(d.lstrip("@#") for d in cfg.domains),
-    )
-
-
-def signal_before_poll(config: Config) -> bool:
-    """Whether a poll cycle should send the signal first."""
-    return (
-        config.signal is not None
-        and config.signal.enabled
-        and config.signal.when == ("before-poll")
     )
 
 

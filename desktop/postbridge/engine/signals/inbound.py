@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-SOURCE = "signal"  # the ledger source of mail that arrives by ATRN (a reserved mailbox name)
+from postbridge.engine.config import SIGNAL_SOURCE
+
+SOURCE = SIGNAL_SOURCE  # the ledger source of mail that arrives by ATRN (a reserved name)
 SESSION_LIMIT = 2 * 3600.0  # the whole reversed session; the idle timeout is cfg.timeout
 
 
