@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 
 from postbridge.engine import config as configmod
+from postbridge.engine import cycle as cyclemod
 from postbridge.engine.cycle import Collector
 from postbridge.engine.delivery.base import DeliveryJob, DeliveryTarget, RecipientResult
 from postbridge.engine.errors import AuthError
@@ -639,6 +640,51 @@ async def test_a_failure_in_flight_does_not_cut_short_the_other_delivery(
         await collector.aclose()
     assert again.ok and server.remaining == []
     assert len(target.jobs) == 5  # each message once, over both cycles
+
+
+class SeesWhatCameWithTheLogin(Timeline):
+    """Notes, for each login, the RETRs that arrived in the same write (already read)."""
+
+    with_login: ClassVar[list[list[str]]] = []
+
+    async def dispatch(self, line: str) -> None:
+        if line.partition(" ")[0].upper() == "AUTH":
+            rest = self.buffer.decode("ascii", "replace").split("\r\n")
+            SeesWhatCameWithTheLogin.with_login.append([c for c in rest if c.startswith("RETR")])
+        await super().dispatch(line)
+
+
+async def test_later_sessions_ask_for_their_first_messages_with_the_login(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    """After a QUIT the next session's message numbers are known (RFC 1939 numbers what
+    is left from 1 up): their RETRs go in the login's write, one round trip fewer."""
+    Timeline.events = []
+    SeesWhatCameWithTheLogin.with_login = []
+    result, srv = await cycle_in_sessions_of_3(
+        tmp_path, secrets, SeesWhatCameWithTheLogin, apop=False
+    )
+    assert result.ok, result.summaries
+    assert srv.remaining == []
+    assert result.summaries[0].delivered == 7  # each message once
+    assert SeesWhatCameWithTheLogin.with_login == [[], ["RETR 1", "RETR 2", "RETR 3"], ["RETR 1"]]
+    assert [n for event, n in Timeline.events if event == "open"] == [0, 1, 2]
+
+
+async def test_a_wrong_guess_starts_the_session_over_and_delivers_each_message_once(
+    tmp_path: Path, secrets: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the numbering after the QUIT were not what RFC 1939 says: the guessed
+    # messages are not the session's first new ones.
+    monkeypatch.setattr(cyclemod, "_renumbered", lambda *args, limit: [2, 3])
+    Timeline.events = []
+    result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, Timeline)
+    assert result.ok, result.summaries
+    assert srv.remaining == []
+    assert result.summaries[0].delivered == 7
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    # Sessions 2 and 3 each dropped the connection that asked for the wrong messages.
+    assert [n for event, n in Timeline.events if event == "open"] == [0, 1, 2, 3, 4]
 
 
 class DropsInputBeforeItsGreeting(FakePop3Session):

@@ -102,6 +102,8 @@ class SessionWork:
     deletable: list[int]  # message numbers safe to DELE
     # Called once the downloads of a session that another will follow near their end.
     connect_ahead: Callable[[], None] | None = None
+    # Message numbers (this session's) that will still be new in the next session.
+    next_new: list[int] = field(default_factory=list)
 
 
 class BatchDelivery(PerMessageDelivery):

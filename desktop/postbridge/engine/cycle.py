@@ -79,7 +79,7 @@ from postbridge.engine.ledger import (
 from postbridge.engine.lock import DataLock
 from postbridge.engine.paths import DataPaths
 from postbridge.engine.pipeline import Pipeline
-from postbridge.engine.pop3.client import Pop3Client
+from postbridge.engine.pop3.client import DEFAULT_RETR_WINDOW, Pop3Client
 from postbridge.engine.secrets import SecretStore
 from postbridge.engine.spool import Spool, SpoolWriter
 from postbridge.engine.tls import client_context
@@ -108,6 +108,27 @@ async def _close_ahead(ahead: asyncio.Task[Pop3Client]) -> None:
         await outcome.close()
 
 
+class _GuessMissed(Exception):
+    """The RETRs sent with the login were not for the session's first new messages."""
+
+
+def _check_guess(client: Pop3Client, batch: Sequence[int]) -> None:
+    """Raise _GuessMissed unless the RETRs in flight are the first of ``batch``."""
+    in_flight = client.retr_in_flight
+    if in_flight and list(batch[: len(in_flight)]) != in_flight:
+        raise _GuessMissed
+
+
+def _renumbered(
+    sizes: dict[int, int], deleted: Sequence[int], new: Sequence[int], *, limit: int
+) -> list[int]:
+    """The numbers ``new`` messages will have in the next session (RFC 1939 numbers
+    the messages left after a QUIT from 1 up, in their order), at most ``limit``."""
+    gone = set(deleted)
+    order = {num: i for i, num in enumerate((n for n in sorted(sizes) if n not in gone), 1)}
+    return [order[n] for n in new if n in order][:limit]
+
+
 class Collector(BatchDelivery):
     """Runs poll cycles for one configuration; owns the ledger, spool and target."""
 
@@ -133,6 +154,9 @@ class Collector(BatchDelivery):
         self._clock = clock
         self._slots: asyncio.Semaphore | None = None
         self.stop_requested = False
+        # Per mailbox, the message numbers the next session is expected to download
+        # first, guessed at the end of the session before (see _session).
+        self._guesses: dict[str, list[int]] = {}
         # Mailboxes whose server lost commands sent ahead of their turn (a CAPA before
         # the greeting, commands along with AUTH PLAIN): sent one at a time there.
         self._lockstep_login: set[str] = set()
@@ -317,6 +341,7 @@ class Collector(BatchDelivery):
             if ahead is None:
                 ahead = asyncio.ensure_future(self._connected(mailbox))
 
+        self._guesses.pop(mailbox.name, None)
         try:
             # Bounded: each session handles up to delete_batch new messages.
             for _session in range(10_000):
@@ -331,13 +356,18 @@ class Collector(BatchDelivery):
         raise ProtocolError(f"{mailbox.host} kept offering new messages; stopping for now.")
 
     async def _login(
-        self, client: Pop3Client, mailbox: MailboxConfig, password: str
+        self,
+        client: Pop3Client,
+        mailbox: MailboxConfig,
+        password: str,
+        guess: Sequence[int] = (),
     ) -> tuple[dict[int, int], dict[int, str] | None]:
         return await client.login_and_list(
             mailbox.username,
             password,
             method=mailbox.auth,
             with_auth=mailbox.name not in self._lockstep_login,
+            retr=guess,
         )
 
     async def _connected(self, mailbox: MailboxConfig) -> Pop3Client:
@@ -381,6 +411,12 @@ class Collector(BatchDelivery):
         ``connected``: the session's client, connected ahead (if that failed, the
         session connects again itself); ``connect_ahead`` is called when another
         session will follow this one and its last downloads are under way.
+
+        A session that follows another in the same cycle asks for its first messages
+        with the login: their numbers after the QUIT before are known (RFC 1939
+        numbers what is left from 1 up). They are used only if this session's own
+        listing makes them its first new messages; otherwise the connection, with
+        the replies to those RETRs, is dropped and the session starts over.
         """
         client: Pop3Client | None = None
         if connected is not None:
@@ -393,9 +429,10 @@ class Collector(BatchDelivery):
         if client is None:
             client = await self._connected(mailbox)
         committed = False
+        guess = self._guesses.pop(mailbox.name, [])
         try:
             try:
-                sizes, uidls = await self._login(client, mailbox, password)
+                sizes, uidls = await self._login(client, mailbox, password, guess)
             except NetworkError as error:
                 if client.login_pipelined:
                     # The login was accepted, what followed it in the same write went
@@ -429,24 +466,53 @@ class Collector(BatchDelivery):
                 deletable=[],
                 connect_ahead=connect_ahead if another else None,
             )
-            if uidls is None:
-                more = await self._session_without_uidl(client, session, sizes)
-            else:
-                more = await self._session_with_uidl(client, session, sizes, uidls)
+            try:
+                more = await self._session_body(client, session, sizes, uidls)
+            except _GuessMissed:
+                # The messages guessed at were not this session's first new ones: the
+                # replies to their RETRs go with the connection, and it starts over.
+                log.info(
+                    "%s: the messages asked for with the login were not the next", mailbox.name
+                )
+                await client.close()
+                client = await self._connected(mailbox)
+                sizes, uidls = await self._login(client, mailbox, password)
+                session.ids.clear()
+                session.deletable.clear()
+                more = await self._session_body(client, session, sizes, uidls)
+            deleted: list[int] = []
             if session.deletable:
                 to_delete = sorted(set(session.deletable))
                 ids = [session.ids[n] for n in to_delete]
                 self.ledger.mark_server(ids, DELETING)
-                await client.delete_and_quit(to_delete)
+                deleted = await client.delete_and_quit(to_delete)  # those the server took
                 committed = True
                 self.ledger.mark_server(ids, REMOVED)
                 summary.removed += len(ids)
             else:
                 committed = await client.quit()
+            if more and another and committed:
+                self._guesses[mailbox.name] = _renumbered(
+                    sizes,
+                    deleted,
+                    session.next_new,
+                    limit=min(mailbox.delete_batch, DEFAULT_RETR_WINDOW),
+                )
             return more and another
         finally:
             if not committed:
                 await client.close()
+
+    async def _session_body(
+        self,
+        client: Pop3Client,
+        session: SessionWork,
+        sizes: dict[int, int],
+        uidls: dict[int, str] | None,
+    ) -> bool:
+        if uidls is None:
+            return await self._session_without_uidl(client, session, sizes)
+        return await self._session_with_uidl(client, session, sizes, uidls)
 
     async def _session_with_uidl(
         self,
@@ -469,9 +535,10 @@ class Collector(BatchDelivery):
                 session.deletable.append(num)
             else:
                 kept += 1
+        batch = fetch[: mailbox.delete_batch]
+        _check_guess(client, batch)
         summary.kept = kept
         self.emit(MessagesListed(mailbox.name, on_server=len(uidls), new=len(fetch)))
-        batch = fetch[: mailbox.delete_batch]
         if not batch:
             return False
         ids = self.ledger.add_listed(mailbox.name, [(uidls[n], sizes.get(n, 0)) for n in batch])
@@ -502,7 +569,9 @@ class Collector(BatchDelivery):
                 writer.abort()
             log.info("%s: message %d could not be retrieved: %s", mailbox.name, num, error)
             self.ledger.forget_listed(mailbox.name, [uidls[num]])
+            failed.append(num)
 
+        failed: list[int] = []
         # The next session's connection opens near the end of the downloads: its round
         # trips then overlap this session's last downloads and its QUIT.
         ahead = session.connect_ahead if len(fetch) > len(batch) else None
@@ -526,6 +595,8 @@ class Collector(BatchDelivery):
             for arrival in await pipeline.close():
                 # Never delivered (a step failed first): the message stays at the ISP.
                 arrival.discard()
+        # New again next session: what could not be retrieved, then what is left.
+        session.next_new = sorted({*failed, *fetch[len(batch) :]})
         return len(fetch) > len(batch)
 
     async def _session_without_uidl(
@@ -534,6 +605,7 @@ class Collector(BatchDelivery):
         """Identify messages by content hash: download each, keep what is new."""
         mailbox = session.mailbox
         nums = sorted(sizes)[: mailbox.delete_batch]
+        _check_guess(client, nums)
         self.emit(MessagesListed(mailbox.name, on_server=len(sizes), new=len(nums)))
         writers: dict[int, SpoolWriter] = {}
 

@@ -195,3 +195,50 @@ async def test_with_stls_nothing_goes_out_before_the_greeting(
         async with client:
             assert client.encrypted and not client.capa_sent_early
     assert GreetsLate.before_greeting == [b""]
+
+
+async def test_retrs_guessed_with_the_login_go_in_its_write_and_retr_many_reads_them(
+    make_client: ClientFactory,
+) -> None:
+    """The first downloads need no round trip of their own: RETR 1 and 2 go out with
+    AUTH PLAIN, CAPA, LIST and UIDL; retr_many reads their replies, then asks for 3."""
+    from tests.engine.pop3.test_retrieval import Recorder
+
+    server = FakePop3Server(MESSAGES, apop=False)
+    async with server, make_client(server) as client:
+        before = len(server.command_batches)
+        sizes, _ = await client.login_and_list("alice", "secret", retr=[1, 2])
+        assert sizes == {n: len(m) for n, m in enumerate(MESSAGES, 1)}
+        assert client.retr_in_flight == [1, 2]
+        with pytest.raises(ValueError, match="already sent"):
+            await client.retr_many([2, 3], open_sink=Recorder().open_sink, on_complete=None)  # type: ignore[arg-type]
+        recorder = Recorder()
+        await client.retr_many(
+            [1, 2, 3], open_sink=recorder.open_sink, on_complete=recorder.on_complete
+        )
+        assert client.retr_in_flight == []
+        await client.quit()
+    assert server.command_batches[before] == 6  # AUTH, CAPA, LIST, UIDL, RETR 1, RETR 2
+    assert recorder.completed == {n: MESSAGES[n - 1] for n in (1, 2, 3)}
+
+
+async def test_a_quit_with_guessed_retrs_unread_drops_the_connection_instead(
+    make_client: ClientFactory,
+) -> None:
+    server = FakePop3Server(MESSAGES, apop=False)
+    async with server, make_client(server) as client:
+        await client.login_and_list("alice", "secret", retr=[1])
+        with pytest.raises(RuntimeError, match="unread"):
+            await client.stat()  # its reply would be taken for RETR 1's
+        assert await client.quit() is False  # nothing committed, nothing mis-paired
+        assert not client.connected
+    assert "QUIT" not in server.commands
+
+
+async def test_without_pipelining_nothing_is_guessed(make_client: ClientFactory) -> None:
+    server = FakePop3Server(MESSAGES, apop=False, pipelining=False)
+    async with server, make_client(server) as client:
+        await client.login_and_list("alice", "secret", retr=[1, 2])
+        assert client.retr_in_flight == []
+        await client.quit()
+    assert not any(command.startswith("RETR") for command in server.commands)

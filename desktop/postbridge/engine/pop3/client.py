@@ -29,7 +29,8 @@ import inspect
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from ssl import SSLContext
 from types import TracebackType
 from typing import Literal, Protocol, Self, TypeVar
@@ -163,6 +164,8 @@ class Pop3Client:
         # it off for a server that lost it. ``capa_sent_early``: it was, this time.
         self.capa_before_greeting = True
         self.capa_sent_early = False
+        # RETRs sent with the login whose replies are still to be read (login_and_list).
+        self.retr_in_flight: list[int] = []
 
     @property
     def connected(self) -> bool:
@@ -192,6 +195,14 @@ class Pop3Client:
         # Never QUIT implicitly: a QUIT commits deletions (RFC 1939 §6), and
         # only the caller knows whether the messages are safe.
         await self.close()
+
+    def _guard(self) -> AbstractAsyncContextManager[None]:
+        """The connection's guard, refused while guessed RETRs' replies are unread."""
+        if self.retr_in_flight:
+            raise RuntimeError(
+                f"replies to RETR {self.retr_in_flight} are unread: retr_many() or close() first"
+            )
+        return self._conn.guard()
 
     # ------------------------------------------------------------ connecting
 
@@ -294,7 +305,7 @@ class Pop3Client:
         if self._capa_supported:
             # RFC 2449 §6.5/§6.7: EXPIRE and LOGIN-DELAY may be per user
             # ("USER" argument) and are exact only after login.
-            async with self._conn.guard():
+            async with self._guard():
                 status, body = await self._conn.multi(b"CAPA")
             self._capabilities_after_login(status, body)
 
@@ -305,6 +316,7 @@ class Pop3Client:
         *,
         method: LoginMethod = "auto",
         with_auth: bool = True,
+        retr: Sequence[int] = (),
     ) -> tuple[dict[int, int], dict[int, str] | None]:
         """:meth:`login`, then :meth:`list_all` and :meth:`uidl_all`.
 
@@ -313,6 +325,13 @@ class Pop3Client:
         every session. RFC 2449 lets them follow AUTH PLAIN in the same write;
         ``with_auth=False`` sends them only after its reply, for a server that
         loses what arrived with the login (:attr:`login_pipelined` says which).
+
+        ``retr``: message numbers whose RETR goes out in the same write, a guess
+        at what the caller will download (the first downloads then need no round
+        trip of their own). Their replies are left unread, in
+        :attr:`retr_in_flight`: the next call must be :meth:`retr_many` starting
+        with exactly those numbers, or :meth:`close`. Without PIPELINING nothing
+        is guessed.
         """
         self.login_pipelined = False
         if not self.capabilities.pipelining:
@@ -327,9 +346,10 @@ class Pop3Client:
         plain = plain_command(username, password) if chosen == "plain" and with_auth else None
         if plain is None:
             await self._authenticate(username, password, chosen)
-        async with conn.guard():
+        async with self._guard():
             capa = self._capa_supported
             after = [*([b"CAPA"] if capa else []), b"LIST", b"UIDL"]
+            after += [b"RETR " + _msgnum(n) for n in retr]
             if plain is not None:
                 await conn.send(plain, *after, secret=True)
                 await auth.plain_reply(conn, username)
@@ -341,12 +361,13 @@ class Pop3Client:
                 self._capabilities_after_login(*await conn.read_multi(b"CAPA"))
             listed = await conn.read_multi(b"LIST")
             uids = await conn.read_multi(b"UIDL")
-            conn.in_sync = True
+            self.retr_in_flight = list(retr)
+            conn.in_sync = not retr
         return self._sizes(*listed), self._uids(*uids)
 
     async def _authenticate(self, username: str, password: str, chosen: auth.Method) -> None:
         self._conn.require_writer()
-        async with self._conn.guard():
+        async with self._guard():
             await auth.login(
                 self._conn,
                 chosen,
@@ -369,7 +390,7 @@ class Pop3Client:
 
     async def stat(self) -> tuple[int, int]:
         """(number of messages, total octets) of the maildrop (RFC 1939 §5)."""
-        async with self._conn.guard():
+        async with self._guard():
             status = await self._conn.simple(b"STAT")
         self._check(status, "STAT")
         try:
@@ -379,7 +400,7 @@ class Pop3Client:
 
     async def list_all(self) -> dict[int, int]:
         """{message number: size in octets} for every message not marked deleted."""
-        async with self._conn.guard():
+        async with self._guard():
             status, body = await self._conn.multi(b"LIST")
         return self._sizes(status, body)
 
@@ -392,7 +413,7 @@ class Pop3Client:
 
     async def uidl_all(self) -> dict[int, str] | None:
         """{message number: unique id}, or None if the server has no UIDL (it is optional)."""
-        async with self._conn.guard():
+        async with self._guard():
             status, body = await self._conn.multi(b"UIDL")
         return self._uids(status, body)
 
@@ -412,20 +433,20 @@ class Pop3Client:
         number = _msgnum(msgnum)
         if lines < 0:
             raise ValueError(f"TOP needs a line count >= 0, got {lines}")
-        async with self._conn.guard():
+        async with self._guard():
             status, body = await self._conn.multi(b"TOP " + number + b" %d" % lines)
         self._check(status, "TOP")
         return body or b""
 
     async def noop(self) -> None:
         """Keep the session alive, check the server still answers."""
-        async with self._conn.guard():
+        async with self._guard():
             status = await self._conn.simple(b"NOOP")
         self._check(status, "NOOP")
 
     async def rset(self) -> None:
         """Unmark every message marked for deletion in this session."""
-        async with self._conn.guard():
+        async with self._guard():
             status = await self._conn.simple(b"RSET")
         self._check(status, "RSET")
 
@@ -444,7 +465,7 @@ class Pop3Client:
         """Stream one message into ``sink``, unpipelined; return the bytes written."""
         number = _msgnum(msgnum)
         conn = self._conn
-        async with conn.guard():
+        async with self._guard():
             await conn.send(b"RETR " + number)
             status = await conn.read_status()
             if not status.ok:
@@ -495,8 +516,12 @@ class Pop3Client:
         conn = self._conn
         depth = window if self.capabilities.pipelining else 1
         todo = list(msgnums)
-        sent = 0
-        pending: deque[int] = deque()
+        in_flight = self.retr_in_flight
+        if todo[: len(in_flight)] != in_flight:  # nothing read: the caller may still close
+            raise ValueError(f"RETR {in_flight} already sent; asked for {todo[: len(in_flight)]}")
+        self.retr_in_flight = []
+        sent = len(in_flight)
+        pending: deque[int] = deque(in_flight)
         completed = 0
         first_error: PostbridgeError | None = None
         async with conn.guard():
@@ -539,7 +564,7 @@ class Pop3Client:
     async def dele(self, msgnum: int) -> None:
         """Mark one message for deletion; it goes only when QUIT is confirmed."""
         number = _msgnum(msgnum)
-        async with self._conn.guard():
+        async with self._guard():
             status = await self._conn.simple(b"DELE " + number)
         self._check(status, "DELE")
 
@@ -580,7 +605,7 @@ class Pop3Client:
         conn = self._conn
         depth = window if self.capabilities.pipelining else 1
         accepted: list[int] = []
-        async with conn.guard():
+        async with self._guard():
             # Bounded by the finite ``numbers``; each batch is one write.
             for start in range(0, len(numbers), depth):
                 batch = numbers[start : start + depth]
@@ -619,6 +644,9 @@ class Pop3Client:
         """
         if not self._conn.is_open:
             return False
+        if self.retr_in_flight:  # replies to guessed RETRs still unread: a QUIT would be lost
+            await self.close()
+            return False
         return await self._quit_reply(read_only=False)
 
     async def _quit_reply(self, *, read_only: bool) -> bool:
@@ -626,7 +654,7 @@ class Pop3Client:
 
         True, or an exception: a refused QUIT, or a lost line (see :meth:`quit`)."""
         try:
-            async with self._conn.guard():
+            async with self._guard():
                 if read_only:
                     status = await self._conn.read_status()
                     self._conn.in_sync = True
@@ -652,4 +680,5 @@ class Pop3Client:
     async def close(self) -> None:
         """Drop the connection without QUIT: deletions of this session are NOT committed."""
         self._authenticated = False
+        self.retr_in_flight = []
         await self._conn.close()
