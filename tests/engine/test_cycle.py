@@ -348,6 +348,14 @@ async def cycle_in_sessions_of_3(
     return result, srv
 
 
+def assert_each_message_once(result: CycleFinished, srv: FakePop3Server) -> None:
+    """The 7 messages of cycle_in_sessions_of_3 delivered once, in sessions of 3, 3, 1."""
+    assert result.ok, result.summaries
+    assert srv.remaining == []
+    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert result.summaries[0].delivered == 7  # each message once
+
+
 async def test_the_next_session_connects_ahead_and_logs_in_after_the_quit(
     tmp_path: Path, secrets: SecretStore
 ) -> None:
@@ -664,9 +672,7 @@ async def test_later_sessions_ask_for_their_first_messages_with_the_login(
     result, srv = await cycle_in_sessions_of_3(
         tmp_path, secrets, SeesWhatCameWithTheLogin, apop=False
     )
-    assert result.ok, result.summaries
-    assert srv.remaining == []
-    assert result.summaries[0].delivered == 7  # each message once
+    assert_each_message_once(result, srv)
     assert SeesWhatCameWithTheLogin.with_login == [[], ["RETR 1", "RETR 2", "RETR 3"], ["RETR 1"]]
     assert [n for event, n in Timeline.events if event == "open"] == [0, 1, 2]
 
@@ -679,10 +685,7 @@ async def test_a_wrong_guess_starts_the_session_over_and_delivers_each_message_o
     monkeypatch.setattr(cyclemod, "_renumbered", lambda *args, limit: [2, 3])
     Timeline.events = []
     result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, Timeline)
-    assert result.ok, result.summaries
-    assert srv.remaining == []
-    assert result.summaries[0].delivered == 7
-    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
+    assert_each_message_once(result, srv)
     # Sessions 2 and 3 each dropped the connection that asked for the wrong messages.
     assert [n for event, n in Timeline.events if event == "open"] == [0, 1, 2, 3, 4]
 
@@ -705,13 +708,10 @@ async def test_a_server_that_drops_a_capa_sent_before_its_greeting_gets_it_after
 ) -> None:
     DropsInputBeforeItsGreeting.dropped = 0
     result, srv = await cycle_in_sessions_of_3(tmp_path, secrets, DropsInputBeforeItsGreeting)
-    assert result.ok, result.summaries
-    assert srv.remaining == []
+    assert_each_message_once(result, srv)
     # The first connection timed out waiting for the CAPA's answer; the one opened in its
     # place, and every one after it, waited for the greeting first.
     assert DropsInputBeforeItsGreeting.dropped == 1
-    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
-    assert result.summaries[0].delivered == 7  # each message once
     assert "did not answer the CAPA sent before its greeting" in caplog.text
 
 
@@ -736,11 +736,8 @@ async def test_a_server_that_loses_commands_sent_with_the_login_gets_them_after_
     result, srv = await cycle_in_sessions_of_3(
         tmp_path, secrets, LosesInputSentWithTheLogin, apop=False
     )
-    assert result.ok, result.summaries
-    assert srv.remaining == []
+    assert_each_message_once(result, srv)
     # One session timed out waiting for LIST; its retry and the sessions after it
     # logged in first, listing after.
     assert LosesInputSentWithTheLogin.lost == 3  # CAPA, LIST, UIDL, once
-    assert [len(batch) for batch in srv.committed] == [3, 3, 1]
-    assert result.summaries[0].delivered == 7  # each message once
     assert "did not answer the commands sent along with the login" in caplog.text
