@@ -444,9 +444,7 @@ class Collector(BatchDelivery):
                 else:
                     # Opened ahead, it may have waited past the server's limit for a login.
                     log.info("%s: the connection opened ahead was lost (%s)", mailbox.name, error)
-                await client.close()
-                client = await self._connected(mailbox)
-                sizes, uidls = await self._login(client, mailbox, password)
+                client, sizes, uidls = await self._start_over(client, mailbox, password)
             caps = client.capabilities
             if caps.expire == "0" and mailbox.leave_on_server_days > 0:
                 self.emit(
@@ -474,9 +472,7 @@ class Collector(BatchDelivery):
                 log.info(
                     "%s: the messages asked for with the login were not the next", mailbox.name
                 )
-                await client.close()
-                client = await self._connected(mailbox)
-                sizes, uidls = await self._login(client, mailbox, password)
+                client, sizes, uidls = await self._start_over(client, mailbox, password)
                 session.ids.clear()
                 session.deletable.clear()
                 more = await self._session_body(client, session, sizes, uidls)
@@ -502,6 +498,15 @@ class Collector(BatchDelivery):
         finally:
             if not committed:
                 await client.close()
+
+    async def _start_over(
+        self, client: Pop3Client, mailbox: MailboxConfig, password: str
+    ) -> tuple[Pop3Client, dict[int, int], dict[int, str] | None]:
+        """Drop ``client`` (nothing committed), log in on a new connection, list again;
+        with nothing sent ahead of the listing."""
+        await client.close()
+        client = await self._connected(mailbox)
+        return client, *await self._login(client, mailbox, password)
 
     async def _session_body(
         self,

@@ -282,10 +282,7 @@ class MaildirTarget(DeliveryTarget):
         results: list[dict[str, RecipientResult]] = [{} for _ in jobs]
         open_copies: list[_Copy] = []
         # Opened before anything is written: its sync reports the write-back errors since.
-        with contextlib.ExitStack() as stack:
-            sync = FileSystemSync.open(self.root)
-            if sync is not None:
-                stack.enter_context(sync)
+        with FileSystemSync.open(self.root) or contextlib.nullcontext() as sync:
             for index, job in enumerate(jobs):
                 for recipient in unique(job.recipients):
                     outcome = self._write_copy(index, job, recipient)
